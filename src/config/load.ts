@@ -1,0 +1,333 @@
+/**
+ * Loads mirror.toml (DESIGN §8): parse with @iarna/toml, validate every key, resolve secrets.
+ * Every problem is a ConfigError naming the key path (`registry[1].ca_file: no such file`);
+ * values of secret keys are never echoed.
+ */
+import { readFileSync, existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import TOML from '@iarna/toml';
+import { parseDuration, parseSize } from './units.ts';
+import { canonicalRegistryHost, DOCKER_HUB, DOCKER_HUB_ENDPOINT } from './docker-hub.ts';
+import type { Config, ListenAddress, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
+
+/** A configuration problem; `keyPath` names the offending key. */
+export class ConfigError extends Error {
+  readonly keyPath: string;
+  constructor(keyPath: string, reason: string) {
+    super(keyPath === '' ? reason : `${keyPath}: ${reason}`);
+    this.name = 'ConfigError';
+    this.keyPath = keyPath;
+  }
+}
+
+/** Path of the embedded default configuration shipped with regmirror. */
+export const DEFAULT_CONFIG_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../../config/default.toml');
+
+type Table = Record<string, unknown>;
+
+/** Reads typed values out of one TOML table, tracking the key path and unknown keys. */
+class TableReader {
+  private readonly seen = new Set<string>();
+  constructor(
+    private readonly table: Table,
+    readonly path: string,
+    private readonly baseDir: string,
+  ) {}
+
+  key(name: string): string {
+    return this.path === '' ? name : `${this.path}.${name}`;
+  }
+
+  has(name: string): boolean {
+    return this.table[name] !== undefined;
+  }
+
+  private raw(name: string): unknown {
+    this.seen.add(name);
+    return this.table[name];
+  }
+
+  string(name: string): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw new ConfigError(this.key(name), `expected a string, got ${describe(v)}`);
+    return v;
+  }
+
+  bool(name: string): boolean | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'boolean') throw new ConfigError(this.key(name), `expected true or false, got ${describe(v)}`);
+    return v;
+  }
+
+  duration(name: string): number | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    const ms = parseDuration(v);
+    if (ms === undefined) throw new ConfigError(this.key(name), `"${v}" is not a duration: use e.g. "500ms", "30s", "10m", "1h30m"`);
+    return ms;
+  }
+
+  size(name: string): number | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
+    const bytes = typeof v === 'string' ? parseSize(v) : undefined;
+    if (bytes === undefined) throw new ConfigError(this.key(name), `${describe(v)} is not a size: use e.g. "512MiB", "50GiB"`);
+    return bytes;
+  }
+
+  /** A path relative to the config file's folder, optionally required to exist as a file. */
+  file(name: string, mustExist: boolean): string | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    if (v === '') throw new ConfigError(this.key(name), 'must not be empty');
+    const p = resolve(this.baseDir, v);
+    if (mustExist && (!existsSync(p) || !statSync(p).isFile())) throw new ConfigError(this.key(name), `no such file: ${p}`);
+    return p;
+  }
+
+  table_(name: string): TableReader | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    if (!isTable(v)) throw new ConfigError(this.key(name), `expected a table [${this.key(name)}], got ${describe(v)}`);
+    return new TableReader(v, this.key(name), this.baseDir);
+  }
+
+  tables(name: string): TableReader[] {
+    const v = this.raw(name);
+    if (v === undefined) return [];
+    if (!Array.isArray(v) || !v.every(isTable)) {
+      throw new ConfigError(this.key(name), `expected an array of tables [[${name}]], got ${describe(v)}`);
+    }
+    return v.map((t, i) => new TableReader(t as Table, `${this.key(name)}[${i}]`, this.baseDir));
+  }
+
+  /** Throws on the first key that was never read: unknown keys stop start-up. */
+  done(): void {
+    for (const k of Object.keys(this.table)) {
+      if (!this.seen.has(k)) throw new ConfigError(this.key(k), 'unknown key (see mirror.toml.example for the keys regmirror understands)');
+    }
+  }
+}
+
+function isTable(v: unknown): v is Table {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (isTable(v)) return 'a table';
+  if (typeof v === 'string') return `"${v.length > 40 ? `${v.slice(0, 37)}...` : v}"`;
+  return `${typeof v} ${String(v)}`;
+}
+
+/** Parses "host:port", "[v6]:port". */
+export function parseListen(keyPath: string, s: string): ListenAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(s);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || !(port >= 0 && port <= 65535)) {
+    throw new ConfigError(keyPath, `"${s}" is not host:port (e.g. "127.0.0.1:5000" or "[::1]:5000")`);
+  }
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+const REGISTRY_HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d{1,5})?$/;
+
+function readEndpoint(r: TableReader, host: string): string {
+  const raw = r.string('endpoint') ?? (host === DOCKER_HUB ? DOCKER_HUB_ENDPOINT : `https://${host}`);
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(r.key('endpoint'), `"${raw}" is not a URL (e.g. "https://gcr.io")`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigError(r.key('endpoint'), `scheme ${url.protocol} is not supported: use https:// (or http:// for a plain-HTTP registry)`);
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new ConfigError(r.key('endpoint'), 'must not carry credentials: use username / password_env / password_file');
+  }
+  if (url.search !== '' || url.hash !== '') throw new ConfigError(r.key('endpoint'), 'must not have a query or fragment');
+  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+}
+
+function readTimeouts(r: TableReader | undefined, base: TimeoutsConfig): TimeoutsConfig {
+  if (r === undefined) return base;
+  return {
+    connectMs: r.duration('connect_timeout') ?? base.connectMs,
+    headersMs: r.duration('header_timeout') ?? base.headersMs,
+    bodyIdleMs: r.duration('body_timeout') ?? base.bodyIdleMs,
+  };
+}
+
+function readRegistry(r: TableReader, defaults: { tagTtlMs: number; timeouts: TimeoutsConfig; offline: boolean }, env: NodeJS.ProcessEnv): RegistryConfig {
+  const rawHost = r.string('host');
+  if (rawHost === undefined) throw new ConfigError(r.key('host'), 'is required (the registry name clients use, e.g. "gcr.io")');
+  if (!REGISTRY_HOST.test(rawHost)) throw new ConfigError(r.key('host'), `"${rawHost}" is not a registry host name (e.g. "gcr.io", "registry.local:5000")`);
+  const host = canonicalRegistryHost(rawHost);
+  const endpoint = readEndpoint(r, host);
+  const tagTtlMs = r.duration('tag_ttl') ?? defaults.tagTtlMs;
+  const offline = r.bool('offline') ?? defaults.offline;
+  const timeouts = readTimeouts(r, defaults.timeouts);
+
+  const username = r.string('username');
+  const password = r.string('password');
+  const passwordEnv = r.string('password_env');
+  const passwordFile = r.file('password_file', true);
+  const given = [password, passwordEnv, passwordFile].filter((v) => v !== undefined).length;
+  if (given > 1) throw new ConfigError(r.key('password'), 'set only one of password, password_env, password_file');
+  let credentials: RegistryConfig['credentials'];
+  if (given === 1 && username === undefined) throw new ConfigError(r.key('username'), 'is required when a password is set');
+  if (username !== undefined) {
+    if (given === 0) throw new ConfigError(r.key('password'), 'username is set but none of password, password_env, password_file is');
+    let secret = password;
+    if (passwordEnv !== undefined) {
+      secret = env[passwordEnv];
+      if (secret === undefined || secret === '') throw new ConfigError(r.key('password_env'), `environment variable ${passwordEnv} is not set`);
+    }
+    if (passwordFile !== undefined) secret = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
+    credentials = { username, password: secret ?? '' };
+  }
+
+  const caFile = r.file('ca_file', true);
+  const clientCert = r.file('client_cert', true);
+  const clientKey = r.file('client_key', true);
+  if ((clientCert === undefined) !== (clientKey === undefined)) {
+    throw new ConfigError(r.key(clientCert === undefined ? 'client_cert' : 'client_key'), 'client_cert and client_key go together');
+  }
+  const insecureSkipVerify = r.bool('insecure_skip_verify') ?? false;
+  r.done();
+  const reg: RegistryConfig = { host, endpoint, tagTtlMs, offline, timeouts, insecureSkipVerify };
+  if (credentials !== undefined) reg.credentials = credentials;
+  if (caFile !== undefined) reg.caFile = caFile;
+  if (clientCert !== undefined && clientKey !== undefined) {
+    reg.clientCert = clientCert;
+    reg.clientKey = clientKey;
+  }
+  return reg;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/**
+ * Validates a parsed TOML document into a Config.
+ * `baseDir` resolves relative paths; `env` supplies password_env values.
+ * Throws ConfigError naming the first bad key.
+ */
+export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const root = new TableReader(doc, '', baseDir);
+  const defaultRegistryRaw = root.string('default_registry') ?? DOCKER_HUB;
+
+  const server = root.table_('server');
+  const listen = parseListen(server?.key('listen') ?? 'server.listen', server?.string('listen') ?? '127.0.0.1:5000');
+  const dataDir = resolve(baseDir, server?.string('data_dir') ?? './data');
+  const tlsCert = server?.file('tls_cert', true);
+  const tlsKey = server?.file('tls_key', true);
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    throw new ConfigError(server?.key(tlsCert === undefined ? 'tls_cert' : 'tls_key') ?? 'server', 'tls_cert and tls_key go together');
+  }
+  server?.done();
+
+  const cache = root.table_('cache');
+  const tagTtlMs = cache?.duration('tag_ttl') ?? 10 * 60_000;
+  const maxSizeBytes = cache?.size('max_size');
+  const offline = cache?.bool('offline') ?? false;
+  const memoryManifestBytes = cache?.size('memory_manifest_bytes') ?? 64 * 1024 * 1024;
+  cache?.done();
+
+  const upstream = root.table_('upstream');
+  const timeouts = readTimeouts(upstream, { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000 });
+  upstream?.done();
+
+  const log = root.table_('log');
+  const level = log?.string('level') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError(log?.key('level') ?? 'log.level', `"${level}" is not one of ${LOG_LEVELS.join(', ')}`);
+  log?.done();
+
+  const registries = root.tables('registry').map((r) => readRegistry(r, { tagTtlMs, timeouts, offline }, env));
+  const hosts = new Set<string>();
+  registries.forEach((reg, i) => {
+    if (hosts.has(reg.host)) throw new ConfigError(`registry[${i}].host`, `"${reg.host}" is configured twice`);
+    hosts.add(reg.host);
+  });
+
+  const namespaces: NamespaceConfig[] = root.tables('namespace').map((n) => {
+    const name = n.string('name');
+    if (name === undefined) throw new ConfigError(n.key('name'), 'is required');
+    if (!/^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/.test(name) || name === 'v2' || name.startsWith('_')) {
+      throw new ConfigError(n.key('name'), `"${name}" is not a valid namespace: one path component of lower-case letters, digits and . _ - (not "v2")`);
+    }
+    const regRaw = n.string('registry');
+    n.done();
+    const ns: NamespaceConfig = { name };
+    if (regRaw !== undefined) {
+      const registry = canonicalRegistryHost(regRaw);
+      if (!hosts.has(registry)) throw new ConfigError(n.key('registry'), `"${regRaw}" is not a configured [[registry]] host (${[...hosts].join(', ') || 'none'})`);
+      ns.registry = registry;
+    }
+    return ns;
+  });
+  const nsNames = new Set<string>();
+  namespaces.forEach((ns, i) => {
+    if (nsNames.has(ns.name)) throw new ConfigError(`namespace[${i}].name`, `"${ns.name}" is configured twice`);
+    nsNames.add(ns.name);
+  });
+
+  const defaultRegistry = defaultRegistryRaw === '' ? '' : canonicalRegistryHost(defaultRegistryRaw);
+  if (defaultRegistry !== '' && !hosts.has(defaultRegistry)) {
+    throw new ConfigError(
+      'default_registry',
+      `"${defaultRegistryRaw}" is not a configured [[registry]] host (${[...hosts].join(', ') || 'none'}): add a [[registry]] for it, or set default_registry = "" to refuse paths without a registry`,
+    );
+  }
+  root.done();
+
+  const config: Config = {
+    defaultRegistry,
+    server: { listen, dataDir },
+    cache: { tagTtlMs, offline, memoryManifestBytes },
+    log: { level: level as Config['log']['level'] },
+    registries,
+    namespaces,
+  };
+  if (tlsCert !== undefined && tlsKey !== undefined) {
+    config.server.tlsCert = tlsCert;
+    config.server.tlsKey = tlsKey;
+  }
+  if (maxSizeBytes !== undefined) config.cache.maxSizeBytes = maxSizeBytes;
+  return config;
+}
+
+/** Parses TOML text; syntax errors become ConfigError with the line and column. */
+export function parseConfigText(text: string, baseDir: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let doc: Table;
+  try {
+    doc = TOML.parse(text) as Table;
+  } catch (e) {
+    const err = e as { line?: number; col?: number; message?: string };
+    const where = err.line !== undefined ? `line ${err.line + 1}, column ${(err.col ?? 0) + 1}: ` : '';
+    throw new ConfigError('', `TOML syntax error: ${where}${(err.message ?? String(e)).split('\n')[0]}`);
+  }
+  return validateConfig(doc, baseDir, env);
+}
+
+/**
+ * Loads the configuration from `file`, or the embedded default when `file` is undefined.
+ * Relative paths in the file resolve against the file's folder; in the embedded default, against
+ * the working directory (so `./data` is under the folder regmirror was started in).
+ */
+export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): Config {
+  if (file === undefined) return parseConfigText(readFileSync(DEFAULT_CONFIG_PATH, 'utf8'), process.cwd(), env);
+  const path = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError('', `cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  return parseConfigText(text, dirname(path), env);
+}

@@ -1,0 +1,72 @@
+/** Manifest media types (OCI image-spec media-types.md; Docker image manifest v2 schema 2). */
+
+export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+export const DOCKER_MANIFEST_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
+export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+export const DOCKER_SCHEMA1 = 'application/vnd.docker.distribution.manifest.v1+json';
+export const DOCKER_SCHEMA1_SIGNED = 'application/vnd.docker.distribution.manifest.v1+prettyjws';
+
+/** The Accept list sent upstream for every manifest request (schema 1 deliberately absent). */
+export const MANIFEST_ACCEPT = [OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST].join(', ');
+
+/** Manifest media types regmirror stores and serves. */
+export const SUPPORTED_MANIFEST_TYPES: ReadonlySet<string> = new Set([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST]);
+
+/** True for index / manifest-list media types. */
+export function isIndexType(mediaType: string): boolean {
+  return mediaType === OCI_INDEX || mediaType === DOCKER_MANIFEST_LIST;
+}
+
+/** Largest manifest regmirror accepts (containerd and distribution use 4 MiB). */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Media type of a manifest body: the upstream's Content-Type when it is a supported manifest type,
+ * else the body's own `mediaType` field. Returns undefined when neither names a supported type.
+ */
+export function manifestMediaType(contentType: string | undefined, body: Uint8Array): string | undefined {
+  const ct = contentType?.split(';')[0]?.trim();
+  if (ct !== undefined && SUPPORTED_MANIFEST_TYPES.has(ct)) return ct;
+  const parsed = parseManifestJson(body);
+  const mt = parsed?.mediaType;
+  if (typeof mt === 'string' && SUPPORTED_MANIFEST_TYPES.has(mt)) return mt;
+  if (ct === DOCKER_SCHEMA1 || ct === DOCKER_SCHEMA1_SIGNED || parsed?.schemaVersion === 1) return undefined;
+  // An OCI manifest may omit mediaType; infer from its shape.
+  if (parsed?.schemaVersion === 2) {
+    if (Array.isArray(parsed.manifests)) return OCI_INDEX;
+    if (parsed.config !== undefined && Array.isArray(parsed.layers)) return OCI_MANIFEST;
+  }
+  return undefined;
+}
+
+interface ManifestJson {
+  schemaVersion?: unknown;
+  mediaType?: unknown;
+  config?: { digest?: unknown };
+  layers?: Array<{ digest?: unknown }>;
+  manifests?: Array<{ digest?: unknown; mediaType?: unknown; platform?: unknown }>;
+  subject?: { digest?: unknown };
+}
+
+/** Parses a manifest body as JSON; undefined when it is not a JSON object. */
+export function parseManifestJson(body: Uint8Array): ManifestJson | undefined {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as ManifestJson) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Digests a manifest refers to: config + layers for an image, child manifests for an index. */
+export function referencedDigests(body: Uint8Array): { blobs: string[]; manifests: string[] } {
+  const m = parseManifestJson(body);
+  const blobs: string[] = [];
+  const manifests: string[] = [];
+  if (m === undefined) return { blobs, manifests };
+  if (typeof m.config?.digest === 'string') blobs.push(m.config.digest);
+  for (const layer of m.layers ?? []) if (typeof layer.digest === 'string') blobs.push(layer.digest);
+  for (const child of m.manifests ?? []) if (typeof child.digest === 'string') manifests.push(child.digest);
+  return { blobs, manifests };
+}

@@ -1,0 +1,190 @@
+/**
+ * FsBlobStore: content-addressed blobs on the local filesystem (DESIGN §5).
+ * Write path: temp file on the same filesystem, hash while writing, check size and digest,
+ * fsync, rename, fsync the folder. An existing target means the content is already there.
+ */
+import { open, mkdir, readdir, rename, rm, stat, readFile, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Hash } from 'node:crypto';
+import { newHasher, RegistryError, type Digest } from '../oci/index.ts';
+import { blobPath, blobsRoot, newTempPath, tmpDir } from './paths.ts';
+
+/** Thrown by BlobWriter.commit when the written bytes do not match the expected digest or size. */
+export class BlobVerifyError extends Error {
+  readonly code = 'ERR_BLOB_VERIFY';
+  constructor(message: string) {
+    super(message);
+    this.name = 'BlobVerifyError';
+  }
+}
+
+/** An open, committed blob ready to be read. The caller closes `handle`. */
+export interface OpenBlob {
+  handle: FileHandle;
+  size: number;
+}
+
+/** A blob being written; bytes are hashed as they are written, visible only after commit. */
+export class BlobWriter {
+  private readonly hasher: Hash;
+  private written = 0;
+  private finished = false;
+
+  constructor(
+    private readonly store: FsBlobStore,
+    readonly digest: Digest,
+    readonly tempPath: string,
+    /** Opened read-write, so readers can follow the fill with positional reads. */
+    readonly handle: FileHandle,
+    readonly expectedSize: number | undefined,
+  ) {
+    this.hasher = newHasher(digest.algorithm);
+  }
+
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  /** Appends a chunk. Throws BlobVerifyError as soon as more than the expected size arrives. */
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.expectedSize !== undefined && this.written + chunk.byteLength > this.expectedSize) {
+      throw new BlobVerifyError(`upstream sent more than the expected ${this.expectedSize} bytes for ${this.digest.value}`);
+    }
+    this.hasher.update(chunk);
+    let off = 0;
+    while (off < chunk.byteLength) {
+      const { bytesWritten } = await this.handle.write(chunk, off, chunk.byteLength - off, this.written + off);
+      off += bytesWritten;
+    }
+    this.written += chunk.byteLength;
+  }
+
+  /**
+   * Verifies size and digest, fsyncs and renames into place. Does not close `handle`.
+   * Throws BlobVerifyError (temp file removed) when the content is wrong.
+   */
+  async commit(): Promise<void> {
+    if (this.finished) throw new Error('BlobWriter already finished');
+    this.finished = true;
+    const actual = `${this.digest.algorithm}:${this.hasher.digest('hex')}`;
+    if (this.expectedSize !== undefined && this.written !== this.expectedSize) {
+      await rm(this.tempPath, { force: true });
+      throw new BlobVerifyError(`size mismatch for ${this.digest.value}: expected ${this.expectedSize} bytes, got ${this.written}`);
+    }
+    if (actual !== this.digest.value) {
+      await rm(this.tempPath, { force: true });
+      throw new BlobVerifyError(`digest mismatch: expected ${this.digest.value}, content hashes to ${actual}`);
+    }
+    await this.handle.sync();
+    await this.store.place(this.tempPath, this.digest);
+  }
+
+  /** Discards the temp file. Does not close `handle`. Safe to call more than once. */
+  async abort(): Promise<void> {
+    this.finished = true;
+    await rm(this.tempPath, { force: true });
+  }
+}
+
+/** Content-addressed blob store on disk. */
+export class FsBlobStore {
+  constructor(readonly dataDir: string) {}
+
+  /** Creates the folders and removes leftover temporary files from an earlier run. Returns how many were removed. */
+  async init(): Promise<number> {
+    await mkdir(blobsRoot(this.dataDir), { recursive: true });
+    const tmp = tmpDir(this.dataDir);
+    await mkdir(tmp, { recursive: true });
+    const leftovers = await readdir(tmp);
+    await Promise.all(leftovers.map((f) => rm(`${tmp}/${f}`, { force: true, recursive: true })));
+    return leftovers.length;
+  }
+
+  /** Size of a committed blob, or undefined when it is not in the store. */
+  async stat(d: Digest): Promise<number | undefined> {
+    try {
+      return (await stat(blobPath(this.dataDir, d))).size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Opens a committed blob for reading, or undefined when it is not in the store. */
+  async open(d: Digest): Promise<OpenBlob | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await open(blobPath(this.dataDir, d), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    try {
+      return { handle, size: (await handle.stat()).size };
+    } catch (e) {
+      await handle.close();
+      throw e;
+    }
+  }
+
+  /** Reads a whole committed blob (manifests), or undefined when absent. */
+  async read(d: Digest): Promise<Buffer | undefined> {
+    try {
+      return await readFile(blobPath(this.dataDir, d));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Starts writing a blob. The caller must commit() or abort(), then close the writer's handle. */
+  async createWriter(d: Digest, expectedSize?: number): Promise<BlobWriter> {
+    const path = newTempPath(this.dataDir);
+    const handle = await open(path, 'w+', 0o644);
+    return new BlobWriter(this, d, path, handle, expectedSize);
+  }
+
+  /** Writes a whole blob held in memory, verifying its digest. Throws BlobVerifyError on mismatch. */
+  async writeBytes(d: Digest, bytes: Uint8Array): Promise<void> {
+    const w = await this.createWriter(d, bytes.byteLength);
+    try {
+      await w.write(bytes);
+      await w.commit();
+    } catch (e) {
+      await w.abort();
+      throw e;
+    } finally {
+      await w.handle.close();
+    }
+  }
+
+  /** Removes a committed blob; true when it existed. */
+  async delete(d: Digest): Promise<boolean> {
+    try {
+      await rm(blobPath(this.dataDir, d));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  /** Moves a verified temp file to its content address and makes the rename durable. */
+  async place(tempPath: string, d: Digest): Promise<void> {
+    const target = blobPath(this.dataDir, d);
+    const dir = dirname(target);
+    await mkdir(dir, { recursive: true });
+    await rename(tempPath, target);
+    const dh = await open(dir, 'r');
+    try {
+      await dh.sync();
+    } finally {
+      await dh.close();
+    }
+  }
+}
+
+/** Maps a storage failure to an OCI error for the client, without leaking paths. */
+export function storageUnavailable(cause: unknown): RegistryError {
+  return new RegistryError('UNAVAILABLE', 'the mirror could not read or write its cache; see the mirror log', { cause });
+}

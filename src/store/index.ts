@@ -1,0 +1,2 @@
+export * from './fs-blob-store.ts';
+export * from './paths.ts';

@@ -1,0 +1,35 @@
+/**
+ * The one place that builds paths on disk. Layout under the data directory:
+ *
+ *   <data_dir>/
+ *     blobs/
+ *       sha256/<first 2 hex>/<64 hex>      committed content (blobs and manifests alike)
+ *       sha512/<first 2 hex>/<128 hex>
+ *     tmp/<random>.partial                  fills in progress (same filesystem, for rename)
+ *     meta.db (+ -wal, -shm)                SQLite metadata
+ *
+ * Only validated digests reach these functions (oci.parseDigest), so no path ever leaves data_dir.
+ */
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Digest } from '../oci/index.ts';
+
+export function blobsRoot(dataDir: string): string {
+  return join(dataDir, 'blobs');
+}
+
+export function blobPath(dataDir: string, d: Digest): string {
+  return join(dataDir, 'blobs', d.algorithm, d.hex.slice(0, 2), d.hex);
+}
+
+export function tmpDir(dataDir: string): string {
+  return join(dataDir, 'tmp');
+}
+
+export function newTempPath(dataDir: string): string {
+  return join(dataDir, 'tmp', `${randomBytes(12).toString('hex')}.partial`);
+}
+
+export function metaDbPath(dataDir: string): string {
+  return join(dataDir, 'meta.db');
+}

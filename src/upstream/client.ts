@@ -1,0 +1,332 @@
+/**
+ * UpstreamClient: one per configured registry. undici Agent (a connection pool per origin) with the
+ * registry's TLS trust and timeouts; the token dance (401 → challenge → token → retry once, token
+ * cached per realm/service/scope); redirects followed by hand, never sending Authorization to
+ * another origin. Every non-2xx answer is drained and becomes an UpstreamError.
+ */
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
+import { Agent, request, type Dispatcher } from 'undici';
+import type { Readable } from 'node:stream';
+import type { RegistryConfig } from '../config/index.ts';
+import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../oci/index.ts';
+import type { Logger } from '../log/index.ts';
+import { safeUrl } from '../log/index.ts';
+import { parseChallenges, type Challenge } from './challenge.ts';
+import { TokenCache } from './token-cache.ts';
+import { UpstreamError } from './errors.ts';
+
+const USER_AGENT = 'regmirror/0.1';
+const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
+type Headers = Record<string, string>;
+
+/** A 2xx upstream response whose body the caller must consume or destroy. */
+export interface UpstreamResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable & { dump?: () => Promise<void> };
+  /** Final URL after redirects. */
+  url: string;
+}
+
+export interface ManifestHead {
+  digest?: string;
+  mediaType?: string;
+  size?: number;
+}
+
+export interface ManifestFetch {
+  body: Buffer;
+  contentType?: string;
+  /** The upstream's own Docker-Content-Digest header, if it sent one. */
+  digestHeader?: string;
+  url: string;
+}
+
+export interface BlobFetch {
+  /** From Content-Length; undefined when the upstream did not say. */
+  size?: number;
+  body: Readable;
+  url: string;
+}
+
+function header(h: UpstreamResponse['headers'], name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function contentLength(h: UpstreamResponse['headers']): number | undefined {
+  const v = header(h, 'content-length');
+  if (v === undefined || !/^\d+$/.test(v)) return undefined;
+  return Number(v);
+}
+
+async function drain(body: Readable & { dump?: () => Promise<void> }): Promise<void> {
+  try {
+    if (typeof body.dump === 'function') await body.dump();
+    else body.destroy();
+  } catch {
+    /* the connection is discarded; nothing to report */
+  }
+}
+
+/** Builds the undici Agent holding this registry's pools, TLS trust and timeouts. */
+export function createRegistryAgent(reg: RegistryConfig): Agent {
+  const ca = reg.caFile === undefined ? undefined : [...rootCertificates, readFileSync(reg.caFile, 'utf8')];
+  return new Agent({
+    connections: 64,
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    headersTimeout: reg.timeouts.headersMs,
+    bodyTimeout: reg.timeouts.bodyIdleMs,
+    connect: {
+      timeout: reg.timeouts.connectMs,
+      ...(ca === undefined ? {} : { ca }),
+      ...(reg.clientCert === undefined || reg.clientKey === undefined
+        ? {}
+        : { cert: readFileSync(reg.clientCert), key: readFileSync(reg.clientKey) }),
+      rejectUnauthorized: !reg.insecureSkipVerify,
+    },
+  });
+}
+
+export class UpstreamClient {
+  private readonly agent: Agent;
+  private readonly origin: string;
+  private readonly tokens = new TokenCache();
+  /** scope → the bearer challenge last seen for it, so later requests send the cached token first. */
+  private readonly bearerFor = new Map<string, { realm: string; service: string; scope: string }>();
+  private basicAccepted = false;
+
+  constructor(
+    readonly registry: RegistryConfig,
+    private readonly log: Logger,
+    agent?: Agent,
+  ) {
+    this.agent = agent ?? createRegistryAgent(registry);
+    this.origin = new URL(registry.endpoint).origin;
+  }
+
+  /** HEAD a manifest: its digest, media type and size as the upstream reports them. */
+  async headManifest(repo: string, reference: string): Promise<ManifestHead> {
+    const res = await this.send('HEAD', repo, `manifests/${reference}`, MANIFEST_ACCEPT);
+    await drain(res.body);
+    const out: ManifestHead = {};
+    const digest = header(res.headers, 'docker-content-digest');
+    const mediaType = header(res.headers, 'content-type');
+    const size = contentLength(res.headers);
+    if (digest !== undefined) out.digest = digest;
+    if (mediaType !== undefined) out.mediaType = mediaType;
+    if (size !== undefined) out.size = size;
+    return out;
+  }
+
+  /** GET a manifest's bytes (at most 4 MiB). Throws UpstreamError bad_response when larger. */
+  async getManifest(repo: string, reference: string): Promise<ManifestFetch> {
+    const res = await this.send('GET', repo, `manifests/${reference}`, MANIFEST_ACCEPT);
+    const declared = contentLength(res.headers);
+    if (declared !== undefined && declared > MAX_MANIFEST_BYTES) {
+      await drain(res.body);
+      throw new UpstreamError('bad_response', `manifest of ${declared} bytes exceeds the ${MAX_MANIFEST_BYTES}-byte limit`);
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    try {
+      for await (const chunk of res.body) {
+        const buf = chunk as Buffer;
+        total += buf.byteLength;
+        if (total > MAX_MANIFEST_BYTES) {
+          res.body.destroy();
+          throw new UpstreamError('bad_response', `manifest exceeds the ${MAX_MANIFEST_BYTES}-byte limit`);
+        }
+        chunks.push(buf);
+      }
+    } catch (e) {
+      if (e instanceof UpstreamError) throw e;
+      throw new UpstreamError('unavailable', `reading manifest body from ${this.registry.host} failed: ${(e as Error).message}`, undefined, undefined, { cause: e });
+    }
+    const out: ManifestFetch = { body: Buffer.concat(chunks, total), url: res.url };
+    const ct = header(res.headers, 'content-type');
+    const dh = header(res.headers, 'docker-content-digest');
+    if (ct !== undefined) out.contentType = ct;
+    if (dh !== undefined) out.digestHeader = dh;
+    return out;
+  }
+
+  /** HEAD a blob: its size, or undefined when the upstream does not say. */
+  async headBlob(repo: string, digest: string): Promise<number | undefined> {
+    const res = await this.send('HEAD', repo, `blobs/${digest}`, '*/*');
+    await drain(res.body);
+    return contentLength(res.headers);
+  }
+
+  /** GET a blob; the caller consumes `body`. */
+  async getBlob(repo: string, digest: string): Promise<BlobFetch> {
+    const res = await this.send('GET', repo, `blobs/${digest}`, '*/*');
+    const out: BlobFetch = { body: res.body, url: res.url };
+    const size = contentLength(res.headers);
+    if (size !== undefined) out.size = size;
+    return out;
+  }
+
+  /** GET the tag list (query passed through: n, last). Returns the raw JSON body and Link header. */
+  async getTags(repo: string, query: string): Promise<{ body: Buffer; link?: string }> {
+    const res = await this.send('GET', repo, `tags/list${query}`, 'application/json');
+    const chunks: Buffer[] = [];
+    for await (const c of res.body) chunks.push(c as Buffer);
+    const link = header(res.headers, 'link');
+    return link === undefined ? { body: Buffer.concat(chunks) } : { body: Buffer.concat(chunks), link };
+  }
+
+  /** Sends one API request with auth and redirects; returns a 2xx response or throws UpstreamError. */
+  private async send(method: 'GET' | 'HEAD', repo: string, tail: string, accept: string): Promise<UpstreamResponse> {
+    const url = `${this.registry.endpoint}/v2/${repo}/${tail}`;
+    const scope = `repository:${repo}:pull`;
+    let authorization = this.cachedAuthorization(scope);
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.follow(method, url, { accept, 'user-agent': USER_AGENT }, authorization);
+      if (res.status >= 200 && res.status < 300) return res;
+      await drain(res.body);
+      if (res.status === 401 && attempt === 0) {
+        const challenges = parseChallenges(header(res.headers, 'www-authenticate') ?? '');
+        const next = await this.authorize(challenges, scope, authorization);
+        if (next !== undefined) {
+          authorization = next;
+          continue;
+        }
+      }
+      throw this.classify(res.status, res.headers, `${method} ${safeUrl(url)}`);
+    }
+  }
+
+  private classify(status: number, headers: UpstreamResponse['headers'], what: string): UpstreamError {
+    const host = this.registry.host;
+    if (status === 404) return new UpstreamError('not_found', `${host} answered 404 to ${what}`, status);
+    if (status === 401) return new UpstreamError('unauthorized', `${host} requires authentication (401) for ${what}`, status);
+    if (status === 403) return new UpstreamError('denied', `${host} denied access (403) to ${what}`, status);
+    if (status === 429) return new UpstreamError('toomanyrequests', `${host} is rate limiting (429) ${what}`, status, header(headers, 'retry-after'));
+    if (status >= 500) return new UpstreamError('unavailable', `${host} answered ${status} to ${what}`, status);
+    return new UpstreamError('bad_response', `${host} answered unexpected status ${status} to ${what}`, status);
+  }
+
+  private basicHeader(): string | undefined {
+    const c = this.registry.credentials;
+    return c === undefined ? undefined : `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+  }
+
+  private cachedAuthorization(scope: string): string | undefined {
+    const b = this.bearerFor.get(scope);
+    if (b !== undefined) {
+      const token = this.tokens.get(TokenCache.key(b.realm, b.service, b.scope));
+      if (token !== undefined) return `Bearer ${token}`;
+    }
+    return this.basicAccepted ? this.basicHeader() : undefined;
+  }
+
+  /** Answers a 401 challenge: a bearer token (anonymous or with Basic credentials) or Basic auth. */
+  private async authorize(challenges: Challenge[], scope: string, previous: string | undefined): Promise<string | undefined> {
+    const bearer = challenges.find((c) => c.scheme === 'bearer');
+    if (bearer?.params.realm !== undefined) {
+      const realm = bearer.params.realm;
+      const service = bearer.params.service ?? '';
+      const tokenScope = bearer.params.scope ?? scope;
+      const key = TokenCache.key(realm, service, tokenScope);
+      if (previous?.startsWith('Bearer ') === true) this.tokens.invalidate(key);
+      const token = await this.tokens.getOrFetch(key, () => this.fetchToken(realm, service, tokenScope));
+      this.bearerFor.set(scope, { realm, service, scope: tokenScope });
+      if (this.bearerFor.size > 10_000) this.bearerFor.clear();
+      return `Bearer ${token}`;
+    }
+    if (challenges.some((c) => c.scheme === 'basic') && previous === undefined) {
+      const basic = this.basicHeader();
+      if (basic !== undefined) this.basicAccepted = true;
+      return basic;
+    }
+    return undefined;
+  }
+
+  /** Fetches a token from the realm (Docker token spec: GET realm?service=&scope=). */
+  private async fetchToken(realm: string, service: string, scope: string): Promise<{ token: string; expiresIn?: number }> {
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new UpstreamError('bad_response', `${this.registry.host} sent an invalid token realm`);
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      throw new UpstreamError('bad_response', `${this.registry.host} sent a token realm with scheme ${url.protocol}`);
+    }
+    if (service !== '') url.searchParams.set('service', service);
+    url.searchParams.set('scope', scope);
+    const headers: Headers = { 'user-agent': USER_AGENT, accept: 'application/json' };
+    const basic = this.basicHeader();
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, { method: 'GET', headers: basic === undefined ? headers : { ...headers, authorization: basic }, dispatcher: this.agent });
+    } catch (e) {
+      throw new UpstreamError('unavailable', `token endpoint of ${this.registry.host} unreachable: ${(e as Error).message}`, undefined, undefined, { cause: e });
+    }
+    if (res.statusCode !== 200) {
+      await drain(res.body);
+      const kind = res.statusCode === 401 ? 'unauthorized' : res.statusCode === 403 ? 'denied' : res.statusCode >= 500 ? 'unavailable' : 'unauthorized';
+      throw new UpstreamError(kind, `token endpoint of ${this.registry.host} answered ${res.statusCode}`, res.statusCode);
+    }
+    let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      parsed = (await res.body.json()) as typeof parsed;
+    } catch {
+      throw new UpstreamError('bad_response', `token endpoint of ${this.registry.host} sent invalid JSON`);
+    }
+    const token = typeof parsed.token === 'string' && parsed.token !== '' ? parsed.token : parsed.access_token;
+    if (typeof token !== 'string' || token === '') throw new UpstreamError('bad_response', `token endpoint of ${this.registry.host} sent no token`);
+    const out: { token: string; expiresIn?: number } = { token };
+    if (typeof parsed.expires_in === 'number') out.expiresIn = parsed.expires_in;
+    this.log.debug({ registry: this.registry.host, scope }, 'fetched upstream token');
+    return out;
+  }
+
+  /**
+   * Sends a request, following redirects by hand: relative Location resolved; Authorization sent
+   * only to the registry's own origin; no downgrade from https to http.
+   */
+  private async follow(method: 'GET' | 'HEAD', start: string, headers: Headers, authorization: string | undefined): Promise<UpstreamResponse> {
+    let url = new URL(start);
+    let m: 'GET' | 'HEAD' = method;
+    for (let hop = 0; ; hop++) {
+      const h = authorization !== undefined && url.origin === this.origin ? { ...headers, authorization } : headers;
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(url, { method: m, headers: h, dispatcher: this.agent });
+      } catch (e) {
+        throw new UpstreamError('unavailable', `${this.registry.host} unreachable (${safeUrl(url)}): ${(e as Error).message}`, undefined, undefined, { cause: e });
+      }
+      const location = header(res.headers, 'location');
+      if (!REDIRECT_STATUSES.has(res.statusCode) || location === undefined) {
+        return { status: res.statusCode, headers: res.headers, body: res.body, url: url.toString() };
+      }
+      await drain(res.body);
+      if (hop >= MAX_REDIRECTS) throw new UpstreamError('bad_response', `${this.registry.host}: more than ${MAX_REDIRECTS} redirects`);
+      let next: URL;
+      try {
+        next = new URL(location, url);
+      } catch {
+        throw new UpstreamError('bad_response', `${this.registry.host} sent an invalid redirect location`);
+      }
+      if (next.protocol !== 'https:' && next.protocol !== 'http:') {
+        throw new UpstreamError('bad_response', `${this.registry.host} redirected to unsupported scheme ${next.protocol}`);
+      }
+      if (url.protocol === 'https:' && next.protocol === 'http:') {
+        throw new UpstreamError('bad_response', `${this.registry.host} redirected from https to plain http; refused`);
+      }
+      if (res.statusCode === 303) m = m === 'HEAD' ? 'HEAD' : 'GET';
+      this.log.debug({ registry: this.registry.host, from: safeUrl(url), to: safeUrl(next) }, 'following upstream redirect');
+      url = next;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
