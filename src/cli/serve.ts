@@ -1,0 +1,99 @@
+/**
+ * `regmirror serve`: loads the config, opens the stores, starts the HTTP(S) server on the
+ * configured address, and shuts down cleanly on SIGINT/SIGTERM (in-flight fills get a few seconds).
+ */
+import { readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import type { Config } from '../config/index.ts';
+import { createLogger, type Logger } from '../log/index.ts';
+import { FsBlobStore, metaDbPath, blobPath } from '../store/index.ts';
+import { SqliteMetaStore } from '../meta/index.ts';
+import { UpstreamClient } from '../upstream/index.ts';
+import { Mirror } from '../mirror/index.ts';
+import { buildRoutingTable } from '../routing/index.ts';
+import { createApp, nodeFetch } from '../server/index.ts';
+import { parseDigest } from '../oci/index.ts';
+
+export interface RunningServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Forgets blob rows whose files are gone (run in the background after start-up). */
+function sweepMissing(meta: SqliteMetaStore, dataDir: string, log: Logger): void {
+  let forgotten = 0;
+  for (const digest of [...meta.blobDigests()]) {
+    try {
+      if (!existsSync(blobPath(dataDir, parseDigest(digest)))) {
+        meta.forgetBlob(digest);
+        forgotten++;
+      }
+    } catch {
+      meta.forgetBlob(digest);
+      forgotten++;
+    }
+  }
+  if (forgotten > 0) log.warn({ forgotten }, 'forgot blob rows whose files were missing');
+}
+
+/** Starts the mirror; resolves once it is listening. */
+export async function startServer(config: Config, log: Logger = createLogger(config.log.level)): Promise<RunningServer> {
+  const store = new FsBlobStore(config.server.dataDir);
+  const removed = await store.init();
+  if (removed > 0) log.info({ removed }, 'removed leftover temporary files');
+  const meta = new SqliteMetaStore(metaDbPath(config.server.dataDir));
+  const upstreams = new Map(config.registries.map((r) => [r.host, new UpstreamClient(r, log)]));
+  const mirror = new Mirror({ config, store, meta, upstreams, log });
+  const routing = buildRoutingTable(
+    config.registries.map((r) => r.host),
+    config.namespaces,
+    config.defaultRegistry,
+  );
+  const app = createApp({ mirror, routing, log });
+  const tls = config.server.tlsCert !== undefined && config.server.tlsKey !== undefined
+    ? { cert: readFileSync(config.server.tlsCert), key: readFileSync(config.server.tlsKey) }
+    : undefined;
+
+  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+    const s = serve(
+      {
+        fetch: nodeFetch(app),
+        hostname: config.server.listen.host,
+        port: config.server.listen.port,
+        ...(tls === undefined ? {} : { createServer: createHttpsServer, serverOptions: tls }),
+      },
+      () => resolve(s),
+    );
+    s.once('error', reject);
+  });
+  // A TLS ClientHello on the plain port (skopeo probing) or other garbage: close quietly.
+  server.on('clientError', (_err, socket) => {
+    if (!socket.destroyed) socket.destroy();
+  });
+  const addr = server.address() as AddressInfo;
+  log.info(
+    { listen: `${addr.address}:${addr.port}`, port: addr.port, tls: tls !== undefined, dataDir: config.server.dataDir, registries: config.registries.map((r) => r.host), defaultRegistry: config.defaultRegistry },
+    'regmirror listening',
+  );
+  setImmediate(() => sweepMissing(meta, config.server.dataDir, log));
+
+  let closing: Promise<void> | undefined;
+  return {
+    port: addr.port,
+    close: () => {
+      closing ??= (async () => {
+        await new Promise<void>((r) => {
+          server.close(() => r());
+          (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+        });
+        await mirror.close();
+        await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
+        meta.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,160 @@
+/**
+ * BlobFill: one upstream blob download being written to the cache, followed by any number of
+ * readers. Readers tail the temp file with positional reads on the writer's own file handle, so a
+ * slow client never slows the fill and a disconnect never stops it.
+ *
+ * Integrity rule: a reader never emits its last byte until the fill is committed (size and digest
+ * verified). A cut or wrong upstream body therefore always reaches the client as a failed transfer,
+ * never as a complete-looking one.
+ */
+import { EventEmitter } from 'node:events';
+import { Readable } from 'node:stream';
+import type { BlobWriter } from '../store/index.ts';
+
+const READ_CHUNK = 256 * 1024;
+
+export type FillState = 'filling' | 'committed' | 'failed';
+
+export class BlobFill extends EventEmitter {
+  state: FillState = 'filling';
+  error: Error | undefined;
+  private refs = 1;
+
+  constructor(
+    readonly writer: BlobWriter,
+    /** Declared size (upstream Content-Length), if known. */
+    readonly size: number | undefined,
+  ) {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  get written(): number {
+    return this.writer.bytesWritten;
+  }
+
+  /** Called by the filler after each chunk is on disk. */
+  progress(): void {
+    this.emit('change');
+  }
+
+  /** Called by the filler once the blob is verified and in place. Releases the filler's reference. */
+  commit(): void {
+    this.state = 'committed';
+    this.emit('change');
+    this.release();
+  }
+
+  /** Called by the filler when the download or verification failed. Releases the filler's reference. */
+  fail(err: Error): void {
+    this.state = 'failed';
+    this.error = err;
+    this.emit('change');
+    this.release();
+  }
+
+  /** Settles when the fill is committed; rejects with the fill's error. */
+  done(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        if (this.state === 'committed') resolve();
+        else if (this.state === 'failed') reject(this.error);
+        else return false;
+        return true;
+      };
+      if (check()) return;
+      const on = (): void => {
+        if (check()) this.off('change', on);
+      };
+      this.on('change', on);
+    });
+  }
+
+  /** Takes a reference on the shared file handle; only valid while the fill is filling. */
+  acquire(): void {
+    if (this.refs === 0) throw new Error('BlobFill handle already closed');
+    this.refs++;
+  }
+
+  /** Drops a reference; the handle closes when the last one goes. */
+  release(): void {
+    this.refs--;
+    if (this.refs === 0) void this.writer.handle.close().catch(() => undefined);
+  }
+
+  /**
+   * A readable of bytes [start, end) of the blob (end undefined: to the end), following the fill.
+   * Consumes one reference the caller took with acquire(). Errors with the fill's error on failure.
+   */
+  createReader(start = 0, end?: number): Readable {
+    let pos = start;
+    let waiting = false;
+    let released = false;
+    const release = (): void => {
+      if (!released) {
+        released = true;
+        this.release();
+      }
+    };
+    const fill = this;
+    const stream = new Readable({
+      highWaterMark: READ_CHUNK,
+      read() {
+        void pump();
+      },
+      destroy(err, cb) {
+        fill.off('change', onChange);
+        release();
+        cb(err);
+      },
+    });
+    const onChange = (): void => {
+      if (waiting) {
+        waiting = false;
+        fill.off('change', onChange);
+        void pump();
+      }
+    };
+    let busy = false;
+    const pump = async (): Promise<void> => {
+      if (busy || stream.destroyed) return;
+      busy = true;
+      try {
+        for (;;) {
+          const target = end ?? fill.size;
+          if (fill.state === 'failed') {
+            stream.destroy(fill.error ?? new Error('blob fill failed'));
+            return;
+          }
+          const committed = fill.state === 'committed';
+          if (committed && pos >= (target ?? fill.written)) {
+            stream.push(null);
+            release();
+            return;
+          }
+          // Hold back the reader's last byte until the content is verified.
+          let limit = fill.written;
+          if (target !== undefined) limit = Math.min(limit, committed ? target : target - 1);
+          if (pos >= limit) {
+            if (!waiting) {
+              waiting = true;
+              fill.on('change', onChange);
+            }
+            return;
+          }
+          const len = Math.min(READ_CHUNK, limit - pos);
+          const buf = Buffer.allocUnsafe(len);
+          const { bytesRead } = await fill.writer.handle.read(buf, 0, len, pos);
+          if (stream.destroyed) return;
+          pos += bytesRead;
+          if (!stream.push(bytesRead === len ? buf : buf.subarray(0, bytesRead))) return;
+        }
+      } catch (e) {
+        stream.destroy(e as Error);
+      } finally {
+        busy = false;
+      }
+    };
+    return stream;
+  }
+}

@@ -1,0 +1,4 @@
+export * from './types.ts';
+export * from './single-flight.ts';
+export * from './blob-fill.ts';
+export * from './mirror.ts';

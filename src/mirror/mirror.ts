@@ -1,0 +1,459 @@
+/**
+ * Mirror: the pull-through flow (DESIGN §2). Serves from the verified local cache; on a miss
+ * fetches from the registry's upstream with single-flight per key; tags are trusted for their TTL,
+ * then revalidated with one upstream HEAD; upstream failures serve the cached copy marked stale.
+ * Knows nothing of HTTP frameworks: routes in, results or RegistryErrors out.
+ */
+import type { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
+import type { Config } from '../config/index.ts';
+import type { Route } from '../routing/index.ts';
+import {
+  RegistryError,
+  digestOf,
+  manifestMediaType,
+  parseDigest,
+  referencedDigests,
+  type Digest,
+} from '../oci/index.ts';
+import type { FsBlobStore } from '../store/index.ts';
+import { BlobVerifyError, storageUnavailable } from '../store/index.ts';
+import type { SqliteMetaStore, TagRecord } from '../meta/index.ts';
+import { UpstreamError, type UpstreamClient } from '../upstream/index.ts';
+import type { Logger } from '../log/index.ts';
+import { SingleFlight } from './single-flight.ts';
+import { BlobFill } from './blob-fill.ts';
+import type { BlobResult, CacheResult, ManifestResult, TagsResult } from './types.ts';
+
+interface CachedManifest {
+  bytes: Buffer;
+  mediaType: string;
+}
+
+export interface MirrorDeps {
+  config: Config;
+  store: FsBlobStore;
+  meta: SqliteMetaStore;
+  upstreams: ReadonlyMap<string, UpstreamClient>;
+  log: Logger;
+  now?: () => number;
+}
+
+const ACCESS_FLUSH_MS = 30_000;
+
+export class Mirror {
+  private readonly config: Config;
+  private readonly store: FsBlobStore;
+  private readonly meta: SqliteMetaStore;
+  private readonly upstreams: ReadonlyMap<string, UpstreamClient>;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly tagCache = new LRUCache<string, TagRecord>({ max: 100_000 });
+  private readonly manifestCache: LRUCache<string, CachedManifest>;
+  private readonly links = new LRUCache<string, true>({ max: 200_000 });
+  private readonly manifestFlight = new SingleFlight<ManifestResult>();
+  private readonly tagFlight = new SingleFlight<ManifestResult>();
+  private readonly fills = new Map<string, Promise<BlobFill>>();
+  private readonly accessed = new Map<string, number>();
+  private readonly flushTimer: NodeJS.Timeout;
+
+  constructor(deps: MirrorDeps) {
+    this.config = deps.config;
+    this.store = deps.store;
+    this.meta = deps.meta;
+    this.upstreams = deps.upstreams;
+    this.log = deps.log;
+    this.now = deps.now ?? Date.now;
+    this.manifestCache = new LRUCache<string, CachedManifest>({
+      maxSize: Math.max(deps.config.cache.memoryManifestBytes, 1),
+      sizeCalculation: (m) => Math.max(m.bytes.byteLength, 1),
+    });
+    this.flushTimer = setInterval(() => this.flushAccess(), ACCESS_FLUSH_MS);
+    this.flushTimer.unref();
+  }
+
+  /** Fills in flight (for tests and metrics). */
+  get activeFills(): number {
+    return this.fills.size;
+  }
+
+  // ---------------------------------------------------------------- manifests
+
+  /**
+   * Resolves a manifest route to its stored bytes.
+   * Throws RegistryError: MANIFEST_UNKNOWN (not upstream, nothing cached), UNAUTHORIZED / DENIED /
+   * TOOMANYREQUESTS / UNAVAILABLE (upstream failures with nothing cached), MANIFEST_INVALID.
+   */
+  async getManifest(route: Route): Promise<ManifestResult> {
+    const ref = route.reference;
+    if (ref === undefined) throw new RegistryError('MANIFEST_UNKNOWN', 'no manifest reference');
+    if (ref.kind === 'digest') return this.manifestByDigest(route, parseDigest(ref.digest));
+    return this.manifestByTag(route, ref.tag);
+  }
+
+  private upstreamFor(route: Route): UpstreamClient | undefined {
+    if (route.registry === undefined) return undefined;
+    if (this.config.cache.offline) return undefined;
+    const up = this.upstreams.get(route.registry);
+    return up === undefined || up.registry.offline ? undefined : up;
+  }
+
+  private isLinked(repo: string, digest: string): boolean {
+    const key = `${repo}\n${digest}`;
+    if (this.links.has(key)) return true;
+    if (!this.meta.hasLink(repo, digest)) return false;
+    this.links.set(key, true);
+    return true;
+  }
+
+  /** Reads a manifest from memory or disk; undefined when not stored. */
+  private async localManifest(d: Digest): Promise<CachedManifest | undefined> {
+    const mem = this.manifestCache.get(d.value);
+    if (mem !== undefined) return mem;
+    const rec = this.meta.getManifest(d.value);
+    if (rec === undefined) return undefined;
+    let bytes: Buffer | undefined;
+    try {
+      bytes = await this.store.read(d);
+    } catch (e) {
+      throw storageUnavailable(e);
+    }
+    if (bytes === undefined) {
+      this.log.warn({ digest: d.value }, 'manifest row without file; forgetting it');
+      this.meta.forgetManifest(d.value);
+      return undefined;
+    }
+    const m = { bytes, mediaType: rec.mediaType };
+    this.manifestCache.set(d.value, m);
+    return m;
+  }
+
+  private async manifestByDigest(route: Route, d: Digest): Promise<ManifestResult> {
+    const local = await this.localManifest(d);
+    if (local !== undefined && this.isLinked(route.localRepo, d.value)) {
+      return { ...local, digest: d.value, cache: 'hit' };
+    }
+    const up = this.upstreamFor(route);
+    if (up === undefined) throw this.offlineUnknown('MANIFEST_UNKNOWN', route, d.value);
+    return this.manifestFlight.do(`${route.localRepo}@${d.value}`, async () => {
+      const fetched = await this.fetchManifest(up, route, d.value).catch((e: unknown) => {
+        throw this.mapUpstream(e, route, 'MANIFEST_UNKNOWN', `manifest ${d.value}`);
+      });
+      return { ...fetched, cache: 'miss' as CacheResult };
+    });
+  }
+
+  private async manifestByTag(route: Route, tag: string): Promise<ManifestResult> {
+    const key = `${route.localRepo}:${tag}`;
+    const rec = this.tagCache.get(key) ?? this.meta.getTag(route.localRepo, tag);
+    const up = this.upstreamFor(route);
+    const ttl = up?.registry.tagTtlMs ?? this.config.cache.tagTtlMs;
+    if (rec !== undefined) {
+      const cached = await this.localManifest(parseDigest(rec.digest));
+      if (cached !== undefined) {
+        this.tagCache.set(key, rec);
+        if (up === undefined || this.now() - rec.checkedAt < ttl) {
+          return { ...cached, digest: rec.digest, cache: 'hit' };
+        }
+        return this.tagFlight.do(key, () => this.revalidateTag(up, route, tag, rec, cached));
+      }
+    }
+    if (up === undefined) throw this.offlineUnknown('MANIFEST_UNKNOWN', route, tag);
+    return this.tagFlight.do(key, async () => {
+      const fetched = await this.fetchManifest(up, route, tag).catch((e: unknown) => {
+        throw this.mapUpstream(e, route, 'MANIFEST_UNKNOWN', `tag ${tag}`);
+      });
+      this.recordTag(route.localRepo, tag, fetched.digest);
+      return { ...fetched, cache: 'miss' as CacheResult };
+    });
+  }
+
+  /** One upstream HEAD; same digest refreshes the check time, a new one is fetched, failures serve stale. */
+  private async revalidateTag(up: UpstreamClient, route: Route, tag: string, rec: TagRecord, cached: CachedManifest): Promise<ManifestResult> {
+    const key = `${route.localRepo}:${tag}`;
+    try {
+      const head = await up.headManifest(route.upstreamRepo, tag);
+      if (head.digest === rec.digest) {
+        const now = this.now();
+        this.meta.touchTag(route.localRepo, tag, rec.digest, now);
+        this.tagCache.set(key, { ...rec, checkedAt: now });
+        return { ...cached, digest: rec.digest, cache: 'hit' };
+      }
+      const ref = head.digest !== undefined && /^sha(256|512):/.test(head.digest) ? head.digest : tag;
+      const fetched = await this.fetchManifest(up, route, ref);
+      this.recordTag(route.localRepo, tag, fetched.digest);
+      this.log.info({ registry: route.registry, repo: route.upstreamRepo, tag, from: rec.digest, to: fetched.digest }, 'tag moved upstream');
+      return { ...fetched, cache: 'miss' };
+    } catch (e) {
+      if (e instanceof UpstreamError && e.servesStale) {
+        this.log.warn({ registry: route.registry, repo: route.upstreamRepo, tag, err: e.message }, 'upstream failed; serving cached tag as stale');
+        return { ...cached, digest: rec.digest, cache: 'stale' };
+      }
+      throw this.mapUpstream(e, route, 'MANIFEST_UNKNOWN', `tag ${tag}`);
+    }
+  }
+
+  private recordTag(repo: string, tag: string, digest: string): void {
+    const now = this.now();
+    this.meta.putTag(repo, tag, digest, now);
+    this.tagCache.set(`${repo}:${tag}`, { digest, fetchedAt: now, checkedAt: now });
+  }
+
+  /**
+   * GETs a manifest upstream, verifies it, stores it byte for byte and links it to the repository.
+   * `reference` is a tag or a digest; for a digest the bytes must hash to it.
+   */
+  private async fetchManifest(up: UpstreamClient, route: Route, reference: string): Promise<Omit<ManifestResult, 'cache'>> {
+    const res = await up.getManifest(route.upstreamRepo, reference);
+    const mediaType = manifestMediaType(res.contentType, res.body);
+    if (mediaType === undefined) {
+      throw new RegistryError('UNSUPPORTED', `${route.registry} served a manifest of an unsupported type (${res.contentType ?? 'none'}); Docker schema 1 is not supported`, { status: 400 });
+    }
+    const wanted = reference.includes(':') ? parseDigest(reference) : undefined;
+    const algorithm = wanted?.algorithm ?? (res.digestHeader?.startsWith('sha512:') === true ? 'sha512' : 'sha256');
+    const digest = digestOf(res.body, algorithm);
+    if (wanted !== undefined && digest !== wanted.value) {
+      throw new UpstreamError('bad_response', `${route.registry} served manifest bytes hashing to ${digest}, not the requested ${wanted.value}`);
+    }
+    if (res.digestHeader !== undefined && res.digestHeader.startsWith(`${algorithm}:`) && res.digestHeader !== digest) {
+      throw new UpstreamError('bad_response', `${route.registry} sent Docker-Content-Digest ${res.digestHeader} but the bytes hash to ${digest}`);
+    }
+    const d = parseDigest(digest);
+    try {
+      await this.store.writeBytes(d, res.body);
+    } catch (e) {
+      throw storageUnavailable(e);
+    }
+    const refs = referencedDigests(res.body);
+    this.meta.putManifest(route.localRepo, digest, mediaType, res.body.byteLength, [...refs.blobs, ...refs.manifests], this.now());
+    this.manifestCache.set(digest, { bytes: res.body, mediaType });
+    this.log.info({ registry: route.registry, repo: route.upstreamRepo, reference, digest, mediaType, bytes: res.body.byteLength, cache: 'miss' }, 'manifest fetched');
+    return { bytes: res.body, mediaType, digest };
+  }
+
+  // ---------------------------------------------------------------- blobs
+
+  /**
+   * Resolves a blob route. A hit opens the stored file; a miss joins or starts the one upstream fill
+   * for the digest. Throws RegistryError BLOB_UNKNOWN and upstream errors mapped for the client.
+   * With `headOnly`, a miss asks the upstream for the size without downloading.
+   */
+  async getBlob(route: Route, headOnly: boolean): Promise<BlobResult> {
+    const ref = route.reference;
+    if (ref?.kind !== 'digest') throw new RegistryError('DIGEST_INVALID', 'blob reference must be a digest');
+    const d = parseDigest(ref.digest);
+    const up = this.upstreamFor(route);
+
+    const local = await this.openLocal(d);
+    if (local !== undefined) {
+      if (this.isLinked(route.localRepo, d.value)) return local;
+      if (up !== undefined) {
+        // Known blob, unknown repository: the upstream must confirm the repository holds it.
+        try {
+          await up.headBlob(route.upstreamRepo, d.value);
+          this.meta.link(route.localRepo, d.value);
+          return local;
+        } catch (e) {
+          local.discard();
+          throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+        }
+      }
+      local.discard();
+    }
+    if (up === undefined) throw this.offlineUnknown('BLOB_UNKNOWN', route, d.value);
+
+    const inflight = this.fills.get(d.value);
+    if (headOnly && inflight === undefined) {
+      const size = await up.headBlob(route.upstreamRepo, d.value).catch((e: unknown) => {
+        throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+      });
+      return { digest: d.value, size, cache: 'miss', open: () => Promise.reject(new Error('HEAD result has no body')), discard: () => undefined };
+    }
+    let fillP = inflight;
+    if (fillP === undefined) {
+      fillP = this.startFill(up, route, d);
+      this.fills.set(d.value, fillP);
+      fillP.catch(() => this.fills.delete(d.value));
+    }
+    let fill: BlobFill;
+    try {
+      fill = await fillP;
+    } catch (e) {
+      throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+    }
+    if (fill.state === 'failed') throw this.mapUpstream(fill.error, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+    if (fill.state === 'committed') {
+      const committed = await this.openLocal(d);
+      if (committed !== undefined) return committed;
+      throw new RegistryError('BLOB_UNKNOWN', `blob ${d.value} vanished from the cache right after it was stored; retry`);
+    }
+    fill.acquire();
+    let taken = false;
+    return {
+      digest: d.value,
+      size: fill.size,
+      cache: 'miss',
+      open: async (start = 0, end?: number) => {
+        taken = true;
+        if (fill.size === undefined && (start !== 0 || end !== undefined)) {
+          try {
+            await fill.done();
+          } catch (e) {
+            fill.release();
+            throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+          }
+        }
+        return fill.createReader(start, end);
+      },
+      discard: () => {
+        if (!taken) {
+          taken = true;
+          fill.release();
+        }
+      },
+    };
+  }
+
+  private async openLocal(d: Digest): Promise<BlobResult | undefined> {
+    let opened: Awaited<ReturnType<FsBlobStore['open']>>;
+    try {
+      opened = await this.store.open(d);
+    } catch (e) {
+      throw storageUnavailable(e);
+    }
+    if (opened === undefined) return undefined;
+    const { handle, size } = opened;
+    this.accessed.set(d.value, this.now());
+    let used = false;
+    return {
+      digest: d.value,
+      size,
+      cache: 'hit',
+      open: async (start = 0, end?: number): Promise<Readable> => {
+        used = true;
+        return handle.createReadStream({ start, ...(end === undefined ? {} : { end: end - 1 }), highWaterMark: 256 * 1024, autoClose: true });
+      },
+      discard: () => {
+        if (!used) {
+          used = true;
+          void handle.close().catch(() => undefined);
+        }
+      },
+    };
+  }
+
+  /** Starts the single upstream download of a blob; resolves once the upstream has answered. */
+  private async startFill(up: UpstreamClient, route: Route, d: Digest): Promise<BlobFill> {
+    const started = this.now();
+    const res = await up.getBlob(route.upstreamRepo, d.value);
+    let writer;
+    try {
+      writer = await this.store.createWriter(d, res.size);
+    } catch (e) {
+      res.body.destroy();
+      throw storageUnavailable(e);
+    }
+    const fill = new BlobFill(writer, res.size);
+    const log = this.log.child({ registry: route.registry, repo: route.upstreamRepo, digest: d.value });
+    void (async () => {
+      try {
+        for await (const chunk of res.body) {
+          await writer.write(chunk as Buffer);
+          fill.progress();
+        }
+        await writer.commit();
+        this.meta.putBlob(route.localRepo, d.value, writer.bytesWritten, this.now());
+        this.fills.delete(d.value);
+        fill.commit();
+        log.info({ bytes: writer.bytesWritten, durationMs: this.now() - started, cache: 'miss' }, 'blob cached');
+      } catch (e) {
+        res.body.destroy();
+        await writer.abort().catch(() => undefined);
+        this.fills.delete(d.value);
+        const err = e instanceof BlobVerifyError ? e : new UpstreamError('unavailable', `blob download from ${route.registry} failed: ${(e as Error).message}`, undefined, undefined, { cause: e });
+        log.warn({ err: err.message, bytes: writer.bytesWritten }, 'blob fill failed; nothing cached');
+        fill.fail(err);
+      }
+    })();
+    return fill;
+  }
+
+  // ---------------------------------------------------------------- tags
+
+  /** Lists tags: the upstream's answer, or the cached tags marked stale when the upstream fails. */
+  async listTags(route: Route, query: string): Promise<TagsResult> {
+    const up = this.upstreamFor(route);
+    const cachedList = (cache: CacheResult): TagsResult => ({
+      body: Buffer.from(JSON.stringify({ name: route.upstreamRepo, tags: this.meta.listTags(route.localRepo) })),
+      cache,
+    });
+    if (up === undefined) return cachedList('hit');
+    try {
+      const r = await up.getTags(route.upstreamRepo, query);
+      return r.link === undefined ? { body: r.body, cache: 'miss' } : { body: r.body, link: r.link, cache: 'miss' };
+    } catch (e) {
+      if (e instanceof UpstreamError && e.servesStale) return cachedList('stale');
+      throw this.mapUpstream(e, route, 'NAME_UNKNOWN', 'tag list');
+    }
+  }
+
+  // ---------------------------------------------------------------- errors
+
+  private offlineUnknown(code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', route: Route, what: string): RegistryError {
+    const where = route.registry === undefined ? `local namespace "${route.namespace ?? ''}"` : `${route.registry} (the mirror is offline for it)`;
+    return new RegistryError(code, `${what} of ${route.upstreamRepo} is not in the cache and cannot be fetched: ${where}`);
+  }
+
+  /** Maps an upstream or storage failure to the error the client sees. */
+  private mapUpstream(e: unknown, route: Route, unknown: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN', what: string): RegistryError {
+    if (e instanceof RegistryError) return e;
+    const reg = route.registry ?? 'local';
+    if (e instanceof BlobVerifyError) {
+      return new RegistryError('UNAVAILABLE', `${reg} sent content that failed verification (${e.message}); nothing was cached, retry`, { status: 502 });
+    }
+    if (!(e instanceof UpstreamError)) {
+      this.log.error({ err: e, registry: reg }, 'unexpected error');
+      return new RegistryError('UNKNOWN', 'internal error; see the mirror log');
+    }
+    const detail = { registry: reg, repository: route.upstreamRepo };
+    switch (e.kind) {
+      case 'not_found':
+        return new RegistryError(unknown, `${what} not found in ${route.upstreamRepo} at ${reg}`, { detail });
+      case 'unauthorized':
+        return new RegistryError('UNAUTHORIZED', `${reg} requires credentials for ${route.upstreamRepo}; set username and password_env (or password_file) in its [[registry]] section`, { detail });
+      case 'denied':
+        return new RegistryError('DENIED', `${reg} denied access to ${route.upstreamRepo} with the mirror's credentials; check the [[registry]] credentials`, { detail });
+      case 'toomanyrequests':
+        return new RegistryError('TOOMANYREQUESTS', `${reg} is rate limiting the mirror; retry later`, {
+          detail,
+          ...(e.retryAfter === undefined ? {} : { headers: { 'Retry-After': e.retryAfter } }),
+        });
+      case 'unavailable':
+        return new RegistryError('UNAVAILABLE', `${reg} is unreachable or failing (${e.message}) and ${what} is not cached`, { detail, status: 502 });
+      default:
+        return new RegistryError('UNAVAILABLE', `${reg} sent an unusable answer for ${what}: ${e.message}`, { detail, status: 502 });
+    }
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Writes batched access times to SQLite. */
+  flushAccess(): void {
+    if (this.accessed.size === 0) return;
+    const batch = new Map(this.accessed);
+    this.accessed.clear();
+    try {
+      this.meta.touchBlobs(batch);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'could not record blob access times');
+    }
+  }
+
+  /** Waits for running fills (bounded) and flushes counters. */
+  async close(timeoutMs = 5_000): Promise<void> {
+    clearInterval(this.flushTimer);
+    const pending = [...this.fills.values()].map((p) => p.then((f) => f.done()).catch(() => undefined));
+    await Promise.race([Promise.all(pending), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+    this.flushAccess();
+  }
+}

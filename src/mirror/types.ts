@@ -1,0 +1,29 @@
+import type { Readable } from 'node:stream';
+
+/** How a response was served (the X-Regmirror-Cache header). */
+export type CacheResult = 'hit' | 'miss' | 'stale';
+
+/** A manifest ready to send: its exact stored bytes. */
+export interface ManifestResult {
+  bytes: Buffer;
+  mediaType: string;
+  digest: string;
+  cache: CacheResult;
+}
+
+/** A blob ready to send. `open` may be called once; `size` is undefined only for a miss whose upstream sent no length. */
+export interface BlobResult {
+  digest: string;
+  size: number | undefined;
+  cache: CacheResult;
+  /** Streams bytes [start, end) (end exclusive; undefined = to the end). */
+  open(start?: number, end?: number): Promise<Readable>;
+  /** Releases resources when the caller decides not to open (HEAD, 416). */
+  discard(): void;
+}
+
+export interface TagsResult {
+  body: Buffer;
+  link?: string;
+  cache: CacheResult;
+}
