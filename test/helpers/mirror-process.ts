@@ -1,0 +1,58 @@
+/** Runs regmirror as its own process (bin/regmirror.js serve --config), parsing its bound port from the log. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { waitFor } from './net.ts';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const BIN = join(ROOT, 'bin/regmirror.js');
+
+export interface MirrorProcess {
+  port: number;
+  url: string;
+  /** host:port, as clients write it in image references. */
+  hostPort: string;
+  logFile: string;
+  logText(): string;
+  stop(): Promise<number | null>;
+}
+
+/** Writes `toml` to dir/mirror.toml and starts the mirror on it; the config should listen on 127.0.0.1:0. */
+export async function startMirror(dir: string, toml: string, env: NodeJS.ProcessEnv = {}): Promise<MirrorProcess> {
+  const config = join(dir, 'mirror.toml');
+  writeFileSync(config, toml);
+  const logFile = join(dir, `mirror-${Date.now()}.log`);
+  const out = createWriteStream(logFile);
+  const child: ChildProcess = spawn(process.execPath, [BIN, 'serve', '--config', config], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  child.stdout?.pipe(out);
+  child.stderr?.pipe(out);
+  let exited: number | null | undefined;
+  child.once('exit', (code) => {
+    exited = code;
+  });
+  let port = 0;
+  await waitFor('regmirror to listen', () => {
+    if (exited !== undefined) throw new Error(`regmirror exited with ${exited}: ${readFileSync(logFile, 'utf8')}`);
+    const m = /"port":(\d+).*"msg":"regmirror listening"/.exec(readFileSync(logFile, 'utf8'));
+    if (m === null) return false;
+    port = Number(m[1]);
+    return true;
+  }, 30_000);
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    hostPort: `127.0.0.1:${port}`,
+    logFile,
+    logText: () => readFileSync(logFile, 'utf8'),
+    stop: () =>
+      new Promise((res) => {
+        if (exited !== undefined) return res(exited);
+        child.once('exit', (code) => res(code));
+        child.kill('SIGTERM');
+        setTimeout(() => child.kill('SIGKILL'), 8_000).unref();
+      }),
+  };
+}

@@ -1,0 +1,264 @@
+/**
+ * Pull-through core, end to end: a real upstream (docker-registry), regmirror as its own process,
+ * and the real skopeo client. Issue 2's acceptance list, in order.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startRegistry, type RegistryProcess } from '../helpers/registry-process.ts';
+import { startMirror, type MirrorProcess } from '../helpers/mirror-process.ts';
+import { startFaultyUpstream, type FaultyUpstream } from '../helpers/faulty-upstream.ts';
+import { skopeo } from '../helpers/skopeo.ts';
+import { rawRequest } from '../helpers/net.ts';
+import { makeImage, makeIndex, makeLayer, pushBlob, pushImage, pushIndex, randomBytesFor, sha256, MT, type Image, type IndexImage, type Layer } from '../helpers/fixtures.ts';
+
+const MiB = 1024 * 1024;
+
+describe('pull-through core against a real docker-registry', { timeout: 600_000 }, () => {
+  let work: string;
+  let upstream: RegistryProcess;
+  let faulty: FaultyUpstream;
+  let mirror: MirrorProcess;
+  let dockerImage: Image;
+  let bigImage: Image;
+  let multi: IndexImage;
+  let coalesceBlob: Layer;
+  const faultyBlob = randomBytesFor('faulty', 3 * MiB + 17);
+  const faultyDigest = sha256(faultyBlob);
+  const faultyBlobs = new Map([[faultyDigest, faultyBlob]]);
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'regmirror-it-'));
+    upstream = await startRegistry(join(work, 'upstream'));
+    dockerImage = makeImage('docker-app', [512 * 1024, 2 * MiB], 'docker');
+    bigImage = makeImage('oci-big', [64 * MiB + 123, 300 * 1024], 'oci');
+    multi = makeIndex('multi', ['amd64', 'arm64'], 700 * 1024);
+    coalesceBlob = makeLayer('coalesce', 64 * MiB, MT.ociLayer);
+    await pushImage(upstream.url, 'team/app', 'v1', dockerImage);
+    await pushImage(upstream.url, 'library/small', 'v1', dockerImage);
+    await pushImage(upstream.url, 'team/big', 'v1', bigImage);
+    await pushIndex(upstream.url, 'team/multi', 'v1', multi);
+    await pushBlob(upstream.url, 'team/coalesce', coalesceBlob);
+    faulty = await startFaultyUpstream(faultyBlobs);
+    mirror = await startMirror(
+      work,
+      `default_registry = "docker.io"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "data"
+[cache]
+tag_ttl = "1h"
+[log]
+level = "info"
+[[registry]]
+host = "gcr.io"
+endpoint = "${upstream.url}"
+[[registry]]
+host = "docker.io"
+endpoint = "${upstream.url}"
+tag_ttl = "1s"
+[[registry]]
+host = "faulty.test"
+endpoint = "${faulty.url}"
+[[namespace]]
+name = "test-namespace"
+registry = "gcr.io"
+`,
+    );
+  });
+
+  after(async () => {
+    await mirror?.stop();
+    await upstream?.stop();
+    await faulty?.close();
+  });
+
+  const dataDir = (): string => join(work, 'data');
+
+  /** skopeo-copies `ref` out of the mirror into a dir: layout and returns the stored manifest's digest. */
+  async function pullDigest(ref: string, all = false): Promise<string> {
+    const dest = mkdtempSync(join(work, 'pull-'));
+    await skopeo(['copy', '--src-tls-verify=false', ...(all ? ['--all'] : []), `docker://${mirror.hostPort}/${ref}`, `dir:${dest}`]);
+    return sha256(readFileSync(join(dest, 'manifest.json')));
+  }
+
+  test('GET /v2/ answers 200 with the API version header', async () => {
+    const r = await fetch(`${mirror.url}/v2/`);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('docker-distribution-api-version'), 'registry/2.0');
+  });
+
+  test('skopeo copy by host-prefixed path gives the upstream digests (schema 2, OCI 64 MiB layer, multi-arch index)', async () => {
+    assert.equal(await pullDigest('gcr.io/team/app:v1'), dockerImage.manifest.digest);
+    assert.equal(await pullDigest('gcr.io/team/big:v1'), bigImage.manifest.digest);
+    assert.equal(await pullDigest('gcr.io/team/multi:v1', true), multi.index.digest);
+    const raw = await skopeo(['inspect', '--raw', '--tls-verify=false', `docker://${mirror.hostPort}/gcr.io/team/multi:v1`]);
+    assert.equal(sha256(Buffer.from(raw)), multi.index.digest, 'index bytes served unchanged');
+  });
+
+  test('skopeo copy by namespace path (/v2/test-namespace/...) gives the upstream digest', async () => {
+    assert.equal(await pullDigest('test-namespace/team/app:v1'), dockerImage.manifest.digest);
+    assert.equal(await pullDigest('test-namespace/team/multi:v1', true), multi.index.digest);
+  });
+
+  test('skopeo copy by default-registry path maps to docker.io library/', async () => {
+    assert.equal(await pullDigest('small:v1'), dockerImage.manifest.digest);
+    assert.ok(upstream.accessCount('GET', '/v2/library/small/manifests/v1') >= 1, 'upstream saw the library/ path');
+  });
+
+  test('ns=gcr.io requests (containerd style): manifest HEAD, manifest GET, blob GET', async () => {
+    const accept = `${MT.ociIndex}, ${MT.ociManifest}, ${MT.dockerManifest}, */*`;
+    const h = await fetch(`${mirror.url}/v2/team/app/manifests/v1?ns=gcr.io`, { method: 'HEAD', headers: { accept } });
+    assert.equal(h.status, 200);
+    assert.equal(h.headers.get('docker-content-digest'), dockerImage.manifest.digest);
+    assert.equal(h.headers.get('content-type'), MT.dockerManifest);
+    assert.equal(h.headers.get('content-length'), String(dockerImage.manifest.size));
+    assert.equal(h.headers.get('oci-namespace'), 'gcr.io');
+    assert.equal(h.headers.get('x-regmirror-registry'), 'gcr.io');
+    assert.equal(h.headers.get('x-regmirror-cache'), 'hit');
+    const g = await fetch(`${mirror.url}/v2/team/app/manifests/${dockerImage.manifest.digest}?ns=gcr.io`, { headers: { accept } });
+    assert.equal(g.status, 200);
+    assert.equal(sha256(Buffer.from(await g.arrayBuffer())), dockerImage.manifest.digest);
+    const layer = dockerImage.layers[1];
+    assert.ok(layer);
+    const b = await fetch(`${mirror.url}/v2/team/app/blobs/${layer.digest}?ns=gcr.io`);
+    assert.equal(b.status, 200);
+    assert.equal(b.headers.get('docker-content-digest'), layer.digest);
+    assert.equal(sha256(Buffer.from(await b.arrayBuffer())), layer.digest);
+  });
+
+  test('doubled namespace prefix /v2/<ns>/v2/<repo> (containerd without override_path) is served', async () => {
+    const r = await fetch(`${mirror.url}/v2/test-namespace/v2/team/app/manifests/v1?ns=gcr.io`);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('docker-content-digest'), dockerImage.manifest.digest);
+  });
+
+  test('blob Range requests get 206 with the right slice, and 416 past the end', async () => {
+    const layer = dockerImage.layers[1];
+    assert.ok(layer);
+    const r = await fetch(`${mirror.url}/v2/gcr.io/team/app/blobs/${layer.digest}`, { headers: { range: 'bytes=1000-' } });
+    assert.equal(r.status, 206);
+    assert.equal(r.headers.get('content-range'), `bytes 1000-${layer.size - 1}/${layer.size}`);
+    assert.deepEqual(Buffer.from(await r.arrayBuffer()), layer.bytes.subarray(1000));
+    const bad = await fetch(`${mirror.url}/v2/gcr.io/team/app/blobs/${layer.digest}`, { headers: { range: `bytes=${layer.size + 10}-` } });
+    assert.equal(bad.status, 416);
+    assert.equal(bad.headers.get('content-range'), `bytes */${layer.size}`);
+    assert.equal(((await bad.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'RANGE_INVALID');
+  });
+
+  test('20 concurrent GETs of one cold 64 MiB blob make exactly one upstream GET, and all 20 get the right bytes', async () => {
+    const path = `/v2/team/coalesce/blobs/${coalesceBlob.digest}`;
+    assert.equal(upstream.accessCount('GET', path), 0, 'blob is cold');
+    const results = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const r = await fetch(`${mirror.url}/v2/gcr.io/team/coalesce/blobs/${coalesceBlob.digest}`);
+        const bytes = Buffer.from(await r.arrayBuffer());
+        return { status: r.status, cache: r.headers.get('x-regmirror-cache'), digest: sha256(bytes), size: bytes.length };
+      }),
+    );
+    for (const r of results) {
+      assert.equal(r.status, 200);
+      assert.equal(r.size, coalesceBlob.size);
+      assert.equal(r.digest, coalesceBlob.digest);
+    }
+    assert.equal(upstream.accessCount('GET', path), 1, 'exactly one upstream GET');
+    const again = await fetch(`${mirror.url}/v2/gcr.io/team/coalesce/blobs/${coalesceBlob.digest}`);
+    assert.equal(again.headers.get('x-regmirror-cache'), 'hit');
+    await again.arrayBuffer();
+  });
+
+  test('an upstream that cuts a blob mid-body: the client transfer fails, nothing is committed, the next request fetches again', async () => {
+    faulty.mode = 'cut';
+    const url = `${mirror.url}/v2/faulty.test/bad/blob/blobs/${faultyDigest}`;
+    const before = faulty.blobGets;
+    const r = await fetch(url);
+    assert.equal(r.status, 200, 'headers go out at once');
+    await assert.rejects(r.arrayBuffer(), 'the body must fail, not end short');
+    assert.equal(existsSync(join(dataDir(), 'blobs/sha256', faultyDigest.slice(7, 9), faultyDigest.slice(7))), false);
+    faulty.mode = 'good';
+    const ok = await fetch(url);
+    assert.equal(ok.headers.get('x-regmirror-cache'), 'miss');
+    assert.equal(sha256(Buffer.from(await ok.arrayBuffer())), faultyDigest);
+    assert.equal(faulty.blobGets, before + 2, 'fetched again after the failure');
+    await waitCommitted(faultyDigest);
+    const hit = await fetch(url);
+    assert.equal(hit.headers.get('x-regmirror-cache'), 'hit');
+    await hit.arrayBuffer();
+  });
+
+  test('an upstream that sends bytes not matching the digest: the transfer fails and nothing is committed', async () => {
+    const fresh = randomBytesFor('faulty-wrong', MiB + 3);
+    const freshDigest = sha256(fresh);
+    faultyBlobs.set(freshDigest, fresh);
+    faulty.mode = 'wrong';
+    const url = `${mirror.url}/v2/faulty.test/bad/other/blobs/${freshDigest}`;
+    const before = faulty.blobGets;
+    const r = await fetch(url);
+    await assert.rejects(r.arrayBuffer(), 'wrong bytes must end in a failed transfer');
+    const again = await fetch(url);
+    assert.equal(again.headers.get('x-regmirror-cache'), 'miss', 'nothing was committed');
+    await assert.rejects(again.arrayBuffer());
+    assert.equal(faulty.blobGets, before + 2);
+    assert.equal(existsSync(join(dataDir(), 'blobs/sha256', freshDigest.slice(7, 9), freshDigest.slice(7))), false);
+    assert.match(mirror.logText(), /digest mismatch/);
+  });
+
+  test('malformed names, digests and paths get 4xx OCI errors and touch nothing outside the data dir', async () => {
+    const siblingsBefore = readdirSync(work).sort();
+    const cases: Array<[string, number, string]> = [
+      ['/v2/gcr.io/../etc/manifests/latest', 400, 'NAME_INVALID'],
+      ['/v2/../../etc/blobs/sha256:' + 'a'.repeat(64), 400, 'NAME_INVALID'],
+      ['/v2/gcr.io/team/app/blobs/sha256:../../../../etc/passwd', 404, 'NAME_UNKNOWN'],
+      ['/v2/gcr.io/team/app/blobs/sha256:..%2f..%2fx', 400, 'NAME_INVALID'],
+      ['/v2/gcr.io/team/%2e%2e/manifests/latest', 400, 'NAME_INVALID'],
+      ['/v2/gcr.io/Team/App/manifests/latest', 400, 'NAME_INVALID'],
+      ['/v2/gcr.io/team/app/blobs/sha256:totallywrong', 400, 'DIGEST_INVALID'],
+      ['/v2/gcr.io/team/app/blobs/sha256:ZZZZ', 400, 'DIGEST_INVALID'],
+      [`/v2/gcr.io/team/app/blobs/md5:${'a'.repeat(32)}`, 400, 'UNSUPPORTED'],
+      [`/v2/gcr.io/team/app/blobs/sha256:${'A'.repeat(64)}`, 400, 'DIGEST_INVALID'],
+      ['/v2/gcr.io/team/app/manifests/-bad-tag', 400, 'TAG_INVALID'],
+      ['/v2/evil.example.com/x/manifests/latest', 403, 'DENIED'],
+      ['/v2/team/app/manifests/v1?ns=evil.example.com', 403, 'DENIED'],
+      ['/v2/gcr.io/team/app/nothing/here', 404, 'NAME_UNKNOWN'],
+      ['/etc/passwd', 404, 'NAME_UNKNOWN'],
+    ];
+    for (const [path, status, code] of cases) {
+      const r = await rawRequest(mirror.port, 'GET', path);
+      assert.equal(r.status, status, path);
+      const body = JSON.parse(r.body) as { errors: Array<{ code: string; message: string }> };
+      assert.equal(body.errors[0]?.code, code, path);
+      assert.ok((body.errors[0]?.message.length ?? 0) > 10, `${path} has a message`);
+    }
+    const put = await fetch(`${mirror.url}/v2/gcr.io/team/app/manifests/v1`, { method: 'PUT', body: '{}' });
+    assert.equal(put.status, 400);
+    assert.equal(((await put.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNSUPPORTED');
+    assert.deepEqual(readdirSync(work).sort(), siblingsBefore, 'no new files beside the data dir');
+    assert.ok(!existsSync(join(dataDir(), '..', 'etc')));
+  });
+
+  test('with the upstream stopped, the same pulls still succeed from the cache (fresh tags hit, expired tags served stale)', async () => {
+    await upstream.stop();
+    assert.equal(await pullDigest('gcr.io/team/app:v1'), dockerImage.manifest.digest);
+    assert.equal(await pullDigest('gcr.io/team/big:v1'), bigImage.manifest.digest);
+    assert.equal(await pullDigest('test-namespace/team/multi:v1', true), multi.index.digest);
+    await new Promise((r) => setTimeout(r, 1_100));
+    assert.equal(await pullDigest('small:v1'), dockerImage.manifest.digest);
+    const r = await fetch(`${mirror.url}/v2/small/manifests/v1`);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('x-regmirror-cache'), 'stale', 'docker.io tag TTL (1s) expired and the upstream is down');
+    const miss = await fetch(`${mirror.url}/v2/gcr.io/team/never-pulled/manifests/v1`);
+    assert.equal(miss.status, 502);
+    assert.equal(((await miss.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNAVAILABLE');
+  });
+
+  async function waitCommitted(digest: string): Promise<void> {
+    const p = join(dataDir(), 'blobs/sha256', digest.slice(7, 9), digest.slice(7));
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(p) || statSync(p).size === 0) {
+      if (Date.now() > deadline) throw new Error(`blob ${digest} not committed in time`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+});
