@@ -1,0 +1,96 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { FsBlobStore, BlobVerifyError, blobPath } from '../../src/store/index.ts';
+import { BlobFill, SingleFlight } from '../../src/mirror/index.ts';
+import { parseDigest } from '../../src/oci/index.ts';
+
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function setup(content: Buffer) {
+  const store = new FsBlobStore(mkdtempSync(join(tmpdir(), 'regmirror-fill-')));
+  await store.init();
+  const d = parseDigest(sha(content));
+  const writer = await store.createWriter(d, content.length);
+  return { store, d, writer, fill: new BlobFill(writer, content.length) };
+}
+
+test('readers follow a fill and get every byte once it commits; a late reader too', async () => {
+  const content = Buffer.alloc(1_000_000, 7);
+  content.write('tail', content.length - 4);
+  const { store, d, writer, fill } = await setup(content);
+  fill.acquire();
+  const early = collect(fill.createReader());
+  fill.acquire();
+  const ranged = collect(fill.createReader(10, 20));
+  for (let off = 0; off < content.length; off += 65536) {
+    await writer.write(content.subarray(off, off + 65536));
+    fill.progress();
+  }
+  fill.acquire();
+  const late = collect(fill.createReader(content.length - 4));
+  await writer.commit();
+  fill.commit();
+  assert.deepEqual(await early, content);
+  assert.deepEqual(await ranged, content.subarray(10, 20));
+  assert.equal((await late).toString(), 'tail');
+  assert.equal(await store.stat(d), content.length);
+});
+
+test('a reader never emits its last byte before the digest is verified; a bad fill errors the reader', async () => {
+  const content = Buffer.from('0123456789');
+  const { d, writer, fill, store } = await setup(content);
+  fill.acquire();
+  const reader = fill.createReader();
+  const got: Buffer[] = [];
+  reader.on('data', (c: Buffer) => got.push(c));
+  const errored = new Promise<Error>((resolve) => reader.on('error', resolve));
+  await writer.write(Buffer.from('0123456780'));
+  fill.progress();
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(Buffer.concat(got).length, 9, 'last byte withheld while unverified');
+  await assert.rejects(writer.commit(), BlobVerifyError);
+  fill.fail(new BlobVerifyError('digest mismatch'));
+  assert.match((await errored).message, /digest mismatch/);
+  assert.equal(existsSync(blobPath(store.dataDir, d)), false, 'nothing committed');
+  assert.deepEqual(readdirSync(join(store.dataDir, 'tmp')), [], 'temp file removed');
+});
+
+test('a short body fails verification on size', async () => {
+  const content = Buffer.from('abcdef');
+  const { writer } = await setup(content);
+  await writer.write(Buffer.from('abc'));
+  await assert.rejects(writer.commit(), /size mismatch/);
+});
+
+test('the store removes leftover temp files at start', async () => {
+  const { store, writer } = await setup(Buffer.from('x'));
+  await writer.write(Buffer.from('x'));
+  assert.equal(readdirSync(join(store.dataDir, 'tmp')).length, 1);
+  assert.equal(await new FsBlobStore(store.dataDir).init(), 1);
+  assert.deepEqual(readdirSync(join(store.dataDir, 'tmp')), []);
+});
+
+test('single-flight runs concurrent work for one key once and frees the key after', async () => {
+  const sf = new SingleFlight<number>();
+  let runs = 0;
+  const work = async () => {
+    runs++;
+    await new Promise((r) => setTimeout(r, 10));
+    return 42;
+  };
+  assert.deepEqual(await Promise.all([sf.do('k', work), sf.do('k', work), sf.do('k', work)]), [42, 42, 42]);
+  assert.equal(runs, 1);
+  assert.equal(sf.size, 0);
+  await sf.do('k', work);
+  assert.equal(runs, 2);
+});

@@ -1,0 +1,126 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, parseConfigText, parseDuration, parseSize, parseListen } from '../../src/config/index.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'regmirror-config-'));
+const parse = (toml: string, env: NodeJS.ProcessEnv = {}) => parseConfigText(toml, dir, env);
+const REG = '[[registry]]\nhost = "docker.io"\n';
+
+function rejects(toml: string, keyPath: string, reason: RegExp, env: NodeJS.ProcessEnv = {}): void {
+  assert.throws(() => parse(toml, env), (e: unknown) => {
+    assert.ok(e instanceof ConfigError, String(e));
+    assert.equal(e.keyPath, keyPath);
+    assert.match(e.message, reason);
+    return true;
+  });
+}
+
+test('the embedded default: loopback :5000, ./data, Docker Hub default, five registries', () => {
+  const c = loadConfig(undefined, {});
+  assert.deepEqual(c.server.listen, { host: '127.0.0.1', port: 5000 });
+  assert.equal(c.server.dataDir, join(process.cwd(), 'data'));
+  assert.equal(c.defaultRegistry, 'docker.io');
+  assert.deepEqual(c.registries.map((r) => r.host), ['docker.io', 'gcr.io', 'ghcr.io', 'quay.io', 'registry.k8s.io']);
+  assert.equal(c.registries[0]?.endpoint, 'https://registry-1.docker.io');
+  assert.equal(c.registries[1]?.endpoint, 'https://gcr.io');
+  assert.equal(c.cache.tagTtlMs, 600_000);
+});
+
+test('mirror.toml.example parses and validates', () => {
+  const c = loadConfig(join(import.meta.dirname, '../../mirror.toml.example'), { GCR_PASSWORD: 'x' });
+  assert.ok(c.registries.length >= 1);
+});
+
+test('a full config: aliases folded, per-registry TTL, namespaces, relative paths', () => {
+  const c = parse(`default_registry = "index.docker.io"
+[server]
+listen = "[::1]:5555"
+data_dir = "cache"
+[cache]
+tag_ttl = "1h30m"
+max_size = "50GiB"
+[upstream]
+connect_timeout = "2s"
+[[registry]]
+host = "registry-1.docker.io"
+[[registry]]
+host = "gcr.io"
+endpoint = "http://127.0.0.1:9999/"
+tag_ttl = "1m"
+[[namespace]]
+name = "test-namespace"
+registry = "gcr.io"
+[[namespace]]
+name = "local"
+`);
+  assert.equal(c.defaultRegistry, 'docker.io');
+  assert.deepEqual(c.server.listen, { host: '::1', port: 5555 });
+  assert.equal(c.server.dataDir, join(dir, 'cache'));
+  assert.equal(c.cache.tagTtlMs, 5_400_000);
+  assert.equal(c.cache.maxSizeBytes, 50 * 1024 ** 3);
+  assert.equal(c.registries[0]?.host, 'docker.io');
+  assert.equal(c.registries[0]?.timeouts.connectMs, 2000);
+  assert.equal(c.registries[1]?.endpoint, 'http://127.0.0.1:9999');
+  assert.equal(c.registries[1]?.tagTtlMs, 60_000);
+  assert.deepEqual(c.namespaces, [{ name: 'test-namespace', registry: 'gcr.io' }, { name: 'local' }]);
+});
+
+test('bad configs stop start-up naming the key path and the reason', () => {
+  rejects(`bogus = 1\n${REG}`, "bogus", /unknown key/);
+  rejects(`${REG}bogus = 1`, "registry[0].bogus", /unknown key/);
+  rejects(`${REG}[server]\nlisten = "nope"`, 'server.listen', /host:port/);
+  rejects(`${REG}[server]\nlistne = "x"`, 'server.listne', /unknown key/);
+  rejects(`${REG}[cache]\ntag_ttl = "10 minutes"`, 'cache.tag_ttl', /not a duration/);
+  rejects(`${REG}[cache]\ntag_ttl = 10`, 'cache.tag_ttl', /expected a string/);
+  rejects(`${REG}[cache]\nmax_size = "lots"`, 'cache.max_size', /not a size/);
+  rejects(`${REG}[[registry]]\nendpoint = "https://x"`, 'registry[1].host', /required/);
+  rejects(`${REG}[[registry]]\nhost = "gcr.io"\nendpoint = "ftp://gcr.io"`, 'registry[1].endpoint', /scheme/);
+  rejects(`${REG}[[registry]]\nhost = "gcr.io"\nendpoint = "https://u:p@gcr.io"`, 'registry[1].endpoint', /credentials/);
+  rejects(`${REG}[[registry]]\nhost = "index.docker.io"`, 'registry[1].host', /configured twice/);
+  rejects(`${REG}[[registry]]\nhost = "gcr.io"\nca_file = "missing.pem"`, 'registry[1].ca_file', /no such file/);
+  rejects(`${REG}[[registry]]\nhost = "gcr.io"\nusername = "u"`, 'registry[1].password', /none of password/);
+  rejects(`${REG}[[registry]]\nhost = "gcr.io"\nusername = "u"\npassword_env = "NOPE"`, 'registry[1].password_env', /not set/);
+  rejects(`${REG}[[registry]]\nhost = "gcr.io"\nfrobnicate = true`, 'registry[1].frobnicate', /unknown key/);
+  rejects(`${REG}[[namespace]]\nname = "x"\nregistry = "quay.io"`, 'namespace[0].registry', /not a configured/);
+  rejects(`${REG}[[namespace]]\nname = "v2"`, 'namespace[0].name', /not a valid namespace/);
+  rejects(`[[registry]]\nhost = "gcr.io"`, 'default_registry', /not a configured \[\[registry\]\]/);
+  rejects(`${REG}[log]\nlevel = "loud"`, 'log.level', /not one of/);
+  rejects(`server = 5\n${REG}`, "server", /expected a table/);
+  rejects(`${REG}[[registry]]\nhost = "gcr.io"\n[[registry]]\nhost = "bad host!"`, 'registry[2].host', /not a registry host/);
+});
+
+test('a secret never appears in a config error message', () => {
+  const secret = 's3cr3t-value-123';
+  assert.throws(() => parse(`${REG}[[registry]]\nhost = "gcr.io"\npassword = "${secret}"`), (e: unknown) => e instanceof ConfigError && !e.message.includes(secret) && e.keyPath === 'registry[1].username');
+});
+
+test('TOML syntax errors name the line', () => {
+  assert.throws(() => parse('[server\nlisten = 1'), /TOML syntax error: line 1/);
+});
+
+test('password sources: inline, env and file resolve at start-up', () => {
+  const f = join(dir, 'pw');
+  writeFileSync(f, 'from-file\n');
+  const base = `${REG}[[registry]]\nhost = "gcr.io"\nusername = "u"\n`;
+  assert.equal(parse(`${base}password = "inline"`).registries[1]?.credentials?.password, 'inline');
+  assert.equal(parse(`${base}password_env = "PW"`, { PW: 'from-env' }).registries[1]?.credentials?.password, 'from-env');
+  assert.equal(parse(`${base}password_file = "pw"`).registries[1]?.credentials?.password, 'from-file');
+  rejects(`${base}password = "a"\npassword_env = "PW"`, 'registry[1].password', /only one/);
+});
+
+test('durations, sizes and listen addresses', () => {
+  assert.equal(parseDuration('500ms'), 500);
+  assert.equal(parseDuration('1h30m'), 5_400_000);
+  assert.equal(parseDuration('168h'), 604_800_000);
+  assert.equal(parseDuration('0s'), 0);
+  assert.equal(parseDuration('10'), undefined);
+  assert.equal(parseDuration('-1s'), undefined);
+  assert.equal(parseSize('512MiB'), 512 * 1024 ** 2);
+  assert.equal(parseSize('10 MB'), 10_000_000);
+  assert.equal(parseSize('12parsecs'), undefined);
+  assert.deepEqual(parseListen('k', ':5000'), { host: '0.0.0.0', port: 5000 });
+  assert.throws(() => parseListen('k', '127.0.0.1:99999'), ConfigError);
+});

@@ -1,0 +1,47 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseDigest, digestOf, isValidRepoName, isValidTag, manifestMediaType, referencedDigests, renderErrorBody, RegistryError, OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST } from '../../src/oci/index.ts';
+
+test('parseDigest accepts canonical sha256 and sha512', () => {
+  const h = 'a'.repeat(64);
+  assert.deepEqual(parseDigest(`sha256:${h}`), { algorithm: 'sha256', hex: h, value: `sha256:${h}` });
+  assert.equal(parseDigest(`sha512:${'b'.repeat(128)}`).algorithm, 'sha512');
+});
+
+test('parseDigest rejects malformed, short, upper-case and unknown-algorithm digests with clear codes', () => {
+  for (const bad of ['sha256:totallywrong', 'sha256:', 'sha256', `sha256:${'a'.repeat(63)}`, `sha256:${'A'.repeat(64)}`, `sha512:${'a'.repeat(64)}`, '../../etc', '']) {
+    assert.throws(() => parseDigest(bad), (e: unknown) => e instanceof RegistryError && e.code === 'DIGEST_INVALID', bad);
+  }
+  assert.throws(() => parseDigest(`md5:${'a'.repeat(32)}`), (e: unknown) => e instanceof RegistryError && e.code === 'UNSUPPORTED' && e.status === 400);
+});
+
+test('digestOf hashes bytes', () => {
+  assert.equal(digestOf(Buffer.from('')), 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+});
+
+test('repository name grammar', () => {
+  for (const ok of ['a', 'library/nginx', 'a.b_c__d-e--f/g', 'x/y/z/0']) assert.equal(isValidRepoName(ok), true, ok);
+  for (const bad of ['', 'A', 'a/', '/a', 'a//b', '..', 'a/../b', 'a_', '-a', 'a___b', 'a.', 'a:b', `${'a'.repeat(256)}`]) assert.equal(isValidRepoName(bad), false, bad);
+});
+
+test('tag grammar', () => {
+  for (const ok of ['latest', 'v1.0.0', '_x', 'A-b_c.d', 't'.repeat(128)]) assert.equal(isValidTag(ok), true, ok);
+  for (const bad of ['', '.x', '-x', 'a/b', 'a:b', 't'.repeat(129)]) assert.equal(isValidTag(bad), false, bad);
+});
+
+test('manifest media type from Content-Type, body, or shape; schema 1 refused', () => {
+  const oci = Buffer.from(JSON.stringify({ schemaVersion: 2, config: { digest: 'sha256:c' }, layers: [{ digest: 'sha256:l' }] }));
+  assert.equal(manifestMediaType(`${DOCKER_MANIFEST}; charset=utf-8`, oci), DOCKER_MANIFEST);
+  assert.equal(manifestMediaType('application/octet-stream', oci), OCI_MANIFEST);
+  assert.equal(manifestMediaType(undefined, Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [] }))), OCI_INDEX);
+  assert.equal(manifestMediaType('application/vnd.docker.distribution.manifest.v1+prettyjws', Buffer.from('{"schemaVersion":1}')), undefined);
+  assert.equal(manifestMediaType(undefined, Buffer.from('not json')), undefined);
+  assert.deepEqual(referencedDigests(oci), { blobs: ['sha256:c', 'sha256:l'], manifests: [] });
+});
+
+test('error envelope has code, message and optional detail', () => {
+  const e = new RegistryError('BLOB_UNKNOWN', 'gone', { detail: { d: 1 } });
+  assert.equal(e.status, 404);
+  assert.deepEqual(JSON.parse(renderErrorBody(e)), { errors: [{ code: 'BLOB_UNKNOWN', message: 'gone', detail: { d: 1 } }] });
+  assert.deepEqual(JSON.parse(renderErrorBody(new RegistryError('UNAVAILABLE', 'x', { status: 502 }))), { errors: [{ code: 'UNAVAILABLE', message: 'x' }] });
+});
