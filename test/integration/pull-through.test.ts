@@ -25,6 +25,8 @@ describe('pull-through core against a real docker-registry', { timeout: 600_000 
   let bigImage: Image;
   let multi: IndexImage;
   let coalesceBlob: Layer;
+  let movedImage: Image;
+  let abandonBlob: Layer;
   const faultyBlob = randomBytesFor('faulty', 3 * MiB + 17);
   const faultyDigest = sha256(faultyBlob);
   const faultyBlobs = new Map([[faultyDigest, faultyBlob]]);
@@ -41,6 +43,10 @@ describe('pull-through core against a real docker-registry', { timeout: 600_000 
     await pushImage(upstream.url, 'team/big', 'v1', bigImage);
     await pushIndex(upstream.url, 'team/multi', 'v1', multi);
     await pushBlob(upstream.url, 'team/coalesce', coalesceBlob);
+    movedImage = makeImage('moved', [100 * 1024], 'docker');
+    abandonBlob = makeLayer('abandon', 24 * MiB, MT.ociLayer);
+    await pushBlob(upstream.url, 'team/abandon', abandonBlob);
+    await pushImage(upstream.url, 'library/moving', 'v1', dockerImage);
     faulty = await startFaultyUpstream(faultyBlobs);
     mirror = await startMirror(
       work,
@@ -169,6 +175,37 @@ registry = "gcr.io"
     await again.arrayBuffer();
   });
 
+  test('the cache fill goes on when the only client disconnects mid-transfer', async () => {
+    const path = `/v2/team/abandon/blobs/${abandonBlob.digest}`;
+    const ac = new AbortController();
+    const r = await fetch(`${mirror.url}/v2/gcr.io/team/abandon/blobs/${abandonBlob.digest}`, { signal: ac.signal });
+    assert.equal(r.status, 200);
+    const reader = r.body?.getReader();
+    await reader?.read();
+    ac.abort();
+    await reader?.cancel().catch(() => undefined);
+    await waitCommitted(abandonBlob.digest);
+    const hit = await fetch(`${mirror.url}/v2/gcr.io/team/abandon/blobs/${abandonBlob.digest}`);
+    assert.equal(hit.headers.get('x-regmirror-cache'), 'hit');
+    assert.equal(sha256(Buffer.from(await hit.arrayBuffer())), abandonBlob.digest);
+    assert.equal(upstream.accessCount('GET', path), 1);
+  });
+
+  test('a cached blob is served for another repository only when the upstream confirms that repository has it', async () => {
+    const layer = dockerImage.layers[0];
+    assert.ok(layer);
+    const leak = await fetch(`${mirror.url}/v2/gcr.io/team/big/blobs/${layer.digest}`);
+    assert.equal(leak.status, 404, 'team/big does not contain the layer of team/app');
+    assert.equal(((await leak.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'BLOB_UNKNOWN');
+    await pushImage(upstream.url, 'team/app-copy', 'v1', dockerImage);
+    const heads = upstream.accessCount('HEAD', `/v2/team/app-copy/blobs/${layer.digest}`);
+    const shared = await fetch(`${mirror.url}/v2/gcr.io/team/app-copy/blobs/${layer.digest}`);
+    assert.equal(shared.status, 200);
+    assert.equal(shared.headers.get('x-regmirror-cache'), 'hit', 'served from the cache after the upstream confirmed it');
+    assert.equal(sha256(Buffer.from(await shared.arrayBuffer())), layer.digest);
+    assert.equal(upstream.accessCount('HEAD', `/v2/team/app-copy/blobs/${layer.digest}`), heads + 1);
+  });
+
   test('an upstream that cuts a blob mid-body: the client transfer fails, nothing is committed, the next request fetches again', async () => {
     faulty.mode = 'cut';
     const url = `${mirror.url}/v2/faulty.test/bad/blob/blobs/${faultyDigest}`;
@@ -238,6 +275,38 @@ registry = "gcr.io"
     assert.ok(!existsSync(join(dataDir(), '..', 'etc')));
   });
 
+  test('tags: fresh within tag_ttl with no upstream call; after it one HEAD keeps the digest; a moved tag is fetched anew', async () => {
+    const url = `${mirror.url}/v2/moving/manifests/v1`; // docker.io, tag_ttl = 1s
+    const manifestPath = '/v2/library/moving/manifests/v1';
+    const first = await fetch(url);
+    assert.equal(first.headers.get('x-regmirror-cache'), 'miss');
+    assert.equal(first.headers.get('docker-content-digest'), dockerImage.manifest.digest);
+    const gets = upstream.accessCount('GET', manifestPath);
+    const heads = upstream.accessCount('HEAD', manifestPath);
+    const fresh = await fetch(url);
+    assert.equal(fresh.headers.get('x-regmirror-cache'), 'hit');
+    assert.equal(upstream.accessCount('GET', manifestPath) + upstream.accessCount('HEAD', manifestPath), gets + heads, 'no upstream call within the TTL');
+    await new Promise((r) => setTimeout(r, 1_100));
+    const revalidated = await fetch(url);
+    assert.equal(revalidated.headers.get('x-regmirror-cache'), 'hit');
+    assert.equal(revalidated.headers.get('docker-content-digest'), dockerImage.manifest.digest);
+    assert.equal(upstream.accessCount('HEAD', manifestPath), heads + 1, 'one HEAD upstream');
+    assert.equal(upstream.accessCount('GET', manifestPath), gets, 'no GET when the digest is unchanged');
+    await pushImage(upstream.url, 'library/moving', 'v1', movedImage);
+    await new Promise((r) => setTimeout(r, 1_100));
+    const moved = await fetch(url);
+    assert.equal(moved.headers.get('x-regmirror-cache'), 'miss');
+    assert.equal(moved.headers.get('docker-content-digest'), movedImage.manifest.digest);
+    assert.equal(sha256(Buffer.from(await moved.arrayBuffer())), movedImage.manifest.digest);
+  });
+
+  test('tags/list is passed through from the upstream', async () => {
+    const r = await fetch(`${mirror.url}/v2/gcr.io/team/app/tags/list`);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('content-type'), 'application/json');
+    assert.deepEqual(await r.json(), { name: 'team/app', tags: ['v1'] });
+  });
+
   test('with the upstream stopped, the same pulls still succeed from the cache (fresh tags hit, expired tags served stale)', async () => {
     await upstream.stop();
     assert.equal(await pullDigest('gcr.io/team/app:v1'), dockerImage.manifest.digest);
@@ -248,6 +317,9 @@ registry = "gcr.io"
     const r = await fetch(`${mirror.url}/v2/small/manifests/v1`);
     assert.equal(r.status, 200);
     assert.equal(r.headers.get('x-regmirror-cache'), 'stale', 'docker.io tag TTL (1s) expired and the upstream is down');
+    const tags = await fetch(`${mirror.url}/v2/gcr.io/team/app/tags/list`);
+    assert.equal(tags.headers.get('x-regmirror-cache'), 'stale');
+    assert.deepEqual(await tags.json(), { name: 'team/app', tags: ['v1'] }, 'tags the mirror has seen');
     const miss = await fetch(`${mirror.url}/v2/gcr.io/team/never-pulled/manifests/v1`);
     assert.equal(miss.status, 502);
     assert.equal(((await miss.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNAVAILABLE');
