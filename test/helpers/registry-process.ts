@@ -14,6 +14,11 @@ export interface RegistryProcess {
   logFile: string;
   /** Access-log lines (combined log format) for requests whose request line matches `method path`. */
   accessCount(method: string, pathFragment: string): number;
+  /**
+   * Waits (bounded) until the access log holds exactly `expected` matching lines and stays so for
+   * a moment (the registry writes a line after its response is sent); returns the final count.
+   */
+  settledCount(method: string, pathFragment: string, expected: number): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -58,14 +63,25 @@ ${extraYaml}`,
     const r = await fetch(`${url}/v2/`);
     return r.status === 200;
   });
+  const accessCount = (method: string, pathFragment: string): number =>
+    readFileSync(logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`"${method} `) && l.includes(pathFragment)).length;
   return {
     port,
     url,
     dir,
     logFile,
-    accessCount(method, pathFragment) {
-      const text = readFileSync(logFile, 'utf8');
-      return text.split('\n').filter((l) => l.includes(`"${method} `) && l.includes(pathFragment)).length;
+    accessCount,
+    async settledCount(method, pathFragment, expected) {
+      const deadline = Date.now() + 3_000;
+      let n = accessCount(method, pathFragment);
+      while (n !== expected && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+        n = accessCount(method, pathFragment);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      return accessCount(method, pathFragment);
     },
     stop: () =>
       new Promise<void>((resolve) => {

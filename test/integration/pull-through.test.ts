@@ -169,7 +169,7 @@ registry = "gcr.io"
       assert.equal(r.size, coalesceBlob.size);
       assert.equal(r.digest, coalesceBlob.digest);
     }
-    assert.equal(upstream.accessCount('GET', path), 1, 'exactly one upstream GET');
+    assert.equal(await upstream.settledCount('GET', path, 1), 1, 'exactly one upstream GET');
     const again = await fetch(`${mirror.url}/v2/gcr.io/team/coalesce/blobs/${coalesceBlob.digest}`);
     assert.equal(again.headers.get('x-regmirror-cache'), 'hit');
     await again.arrayBuffer();
@@ -188,7 +188,7 @@ registry = "gcr.io"
     const hit = await fetch(`${mirror.url}/v2/gcr.io/team/abandon/blobs/${abandonBlob.digest}`);
     assert.equal(hit.headers.get('x-regmirror-cache'), 'hit');
     assert.equal(sha256(Buffer.from(await hit.arrayBuffer())), abandonBlob.digest);
-    assert.equal(upstream.accessCount('GET', path), 1);
+    assert.equal(await upstream.settledCount('GET', path, 1), 1);
   });
 
   test('a cached blob is served for another repository only when the upstream confirms that repository has it', async () => {
@@ -198,12 +198,12 @@ registry = "gcr.io"
     assert.equal(leak.status, 404, 'team/big does not contain the layer of team/app');
     assert.equal(((await leak.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'BLOB_UNKNOWN');
     await pushImage(upstream.url, 'team/app-copy', 'v1', dockerImage);
-    const heads = upstream.accessCount('HEAD', `/v2/team/app-copy/blobs/${layer.digest}`);
+    const heads = await upstream.settledCount('HEAD', `/v2/team/app-copy/blobs/${layer.digest}`, 1);
     const shared = await fetch(`${mirror.url}/v2/gcr.io/team/app-copy/blobs/${layer.digest}`);
     assert.equal(shared.status, 200);
     assert.equal(shared.headers.get('x-regmirror-cache'), 'hit', 'served from the cache after the upstream confirmed it');
     assert.equal(sha256(Buffer.from(await shared.arrayBuffer())), layer.digest);
-    assert.equal(upstream.accessCount('HEAD', `/v2/team/app-copy/blobs/${layer.digest}`), heads + 1);
+    assert.equal(await upstream.settledCount('HEAD', `/v2/team/app-copy/blobs/${layer.digest}`, heads + 1), heads + 1);
   });
 
   test('an upstream that cuts a blob mid-body: the client transfer fails, nothing is committed, the next request fetches again', async () => {
@@ -281,17 +281,17 @@ registry = "gcr.io"
     const first = await fetch(url);
     assert.equal(first.headers.get('x-regmirror-cache'), 'miss');
     assert.equal(first.headers.get('docker-content-digest'), dockerImage.manifest.digest);
-    const gets = upstream.accessCount('GET', manifestPath);
-    const heads = upstream.accessCount('HEAD', manifestPath);
+    const gets = await upstream.settledCount('GET', manifestPath, 1);
+    const heads = await upstream.settledCount('HEAD', manifestPath, 0);
     const fresh = await fetch(url);
     assert.equal(fresh.headers.get('x-regmirror-cache'), 'hit');
-    assert.equal(upstream.accessCount('GET', manifestPath) + upstream.accessCount('HEAD', manifestPath), gets + heads, 'no upstream call within the TTL');
+    assert.equal((await upstream.settledCount('GET', manifestPath, gets)) + (await upstream.settledCount('HEAD', manifestPath, heads)), gets + heads, 'no upstream call within the TTL');
     await new Promise((r) => setTimeout(r, 1_100));
     const revalidated = await fetch(url);
     assert.equal(revalidated.headers.get('x-regmirror-cache'), 'hit');
     assert.equal(revalidated.headers.get('docker-content-digest'), dockerImage.manifest.digest);
-    assert.equal(upstream.accessCount('HEAD', manifestPath), heads + 1, 'one HEAD upstream');
-    assert.equal(upstream.accessCount('GET', manifestPath), gets, 'no GET when the digest is unchanged');
+    assert.equal(await upstream.settledCount('HEAD', manifestPath, heads + 1), heads + 1, 'one HEAD upstream');
+    assert.equal(await upstream.settledCount('GET', manifestPath, gets), gets, 'no GET when the digest is unchanged');
     await pushImage(upstream.url, 'library/moving', 'v1', movedImage);
     await new Promise((r) => setTimeout(r, 1_100));
     const moved = await fetch(url);
