@@ -85,9 +85,12 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     port: addr.port,
     close: () => {
       closing ??= (async () => {
+        const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
         await new Promise<void>((r) => {
           server.close(() => r());
-          (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+          http.closeIdleConnections?.();
+          // Transfers still running after the grace period are cut (clients see a failed transfer and retry).
+          setTimeout(() => http.closeAllConnections?.(), 5_000).unref();
         });
         await mirror.close();
         await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));

@@ -53,7 +53,8 @@ export class Mirror {
   private readonly links = new LRUCache<string, true>({ max: 200_000 });
   private readonly manifestFlight = new SingleFlight<ManifestResult>();
   private readonly tagFlight = new SingleFlight<ManifestResult>();
-  private readonly fills = new Map<string, Promise<BlobFill>>();
+  /** digest → the one upstream download of it, and the repository it was fetched through. */
+  private readonly fills = new Map<string, { repo: string; fill: Promise<BlobFill> }>();
   private readonly accessed = new Map<string, number>();
   private readonly flushTimer: NodeJS.Timeout;
 
@@ -263,21 +264,31 @@ export class Mirror {
     if (up === undefined) throw this.offlineUnknown('BLOB_UNKNOWN', route, d.value);
 
     const inflight = this.fills.get(d.value);
+    if (inflight !== undefined && inflight.repo !== route.localRepo && !this.isLinked(route.localRepo, d.value)) {
+      // Joining another repository's download: the upstream must confirm this repository holds it.
+      await up.headBlob(route.upstreamRepo, d.value).catch((e: unknown) => {
+        throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+      });
+      this.meta.link(route.localRepo, d.value);
+    }
     if (headOnly && inflight === undefined) {
       const size = await up.headBlob(route.upstreamRepo, d.value).catch((e: unknown) => {
         throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
       });
       return { digest: d.value, size, cache: 'miss', open: () => Promise.reject(new Error('HEAD result has no body')), discard: () => undefined };
     }
-    let fillP = inflight;
-    if (fillP === undefined) {
-      fillP = this.startFill(up, route, d);
-      this.fills.set(d.value, fillP);
-      fillP.catch(() => this.fills.delete(d.value));
+    let entry = this.fills.get(d.value);
+    if (entry === undefined) {
+      const created = { repo: route.localRepo, fill: this.startFill(up, route, d) };
+      entry = created;
+      this.fills.set(d.value, created);
+      created.fill.catch(() => {
+        if (this.fills.get(d.value) === created) this.fills.delete(d.value);
+      });
     }
     let fill: BlobFill;
     try {
-      fill = await fillP;
+      fill = await entry.fill;
     } catch (e) {
       throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
     }
@@ -452,7 +463,7 @@ export class Mirror {
   /** Waits for running fills (bounded) and flushes counters. */
   async close(timeoutMs = 5_000): Promise<void> {
     clearInterval(this.flushTimer);
-    const pending = [...this.fills.values()].map((p) => p.then((f) => f.done()).catch(() => undefined));
+    const pending = [...this.fills.values()].map((e) => e.fill.then((f) => f.done()).catch(() => undefined));
     await Promise.race([Promise.all(pending), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
     this.flushAccess();
   }

@@ -27,6 +27,7 @@ describe('pull-through core against a real docker-registry', { timeout: 600_000 
   let coalesceBlob: Layer;
   let movedImage: Image;
   let abandonBlob: Layer;
+  let crossBlob: Layer;
   const faultyBlob = randomBytesFor('faulty', 3 * MiB + 17);
   const faultyDigest = sha256(faultyBlob);
   const faultyBlobs = new Map([[faultyDigest, faultyBlob]]);
@@ -45,6 +46,8 @@ describe('pull-through core against a real docker-registry', { timeout: 600_000 
     await pushBlob(upstream.url, 'team/coalesce', coalesceBlob);
     movedImage = makeImage('moved', [100 * 1024], 'docker');
     abandonBlob = makeLayer('abandon', 24 * MiB, MT.ociLayer);
+    crossBlob = makeLayer('crossfill', 48 * MiB, MT.ociLayer);
+    await pushBlob(upstream.url, 'team/crossfill', crossBlob);
     await pushBlob(upstream.url, 'team/abandon', abandonBlob);
     await pushImage(upstream.url, 'library/moving', 'v1', dockerImage);
     faulty = await startFaultyUpstream(faultyBlobs);
@@ -204,6 +207,15 @@ registry = "gcr.io"
     assert.equal(shared.headers.get('x-regmirror-cache'), 'hit', 'served from the cache after the upstream confirmed it');
     assert.equal(sha256(Buffer.from(await shared.arrayBuffer())), layer.digest);
     assert.equal(await upstream.settledCount('HEAD', `/v2/team/app-copy/blobs/${layer.digest}`, heads + 1), heads + 1);
+  });
+
+  test('a request through a repository without the blob cannot join another repository\'s running download', async () => {
+    const owner = await fetch(`${mirror.url}/v2/gcr.io/team/crossfill/blobs/${crossBlob.digest}`);
+    assert.equal(owner.headers.get('x-regmirror-cache'), 'miss');
+    const intruder = await fetch(`${mirror.url}/v2/gcr.io/team/big/blobs/${crossBlob.digest}`);
+    assert.equal(intruder.status, 404);
+    assert.equal(((await intruder.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'BLOB_UNKNOWN');
+    assert.equal(sha256(Buffer.from(await owner.arrayBuffer())), crossBlob.digest);
   });
 
   test('an upstream that cuts a blob mid-body: the client transfer fails, nothing is committed, the next request fetches again', async () => {
