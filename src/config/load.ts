@@ -108,9 +108,25 @@ class TableReader {
   /** Throws on the first key that was never read: unknown keys stop start-up. */
   done(): void {
     for (const k of Object.keys(this.table)) {
-      if (!this.seen.has(k)) throw new ConfigError(this.key(k), 'unknown key (see mirror.toml.example for the keys regmirror understands)');
+      if (this.seen.has(k)) continue;
+      const near = [...this.seen].find((known) => editDistance(known, k) <= 2);
+      const hint = near === undefined ? '' : `; did you mean "${near}"?`;
+      throw new ConfigError(this.key(k), `unknown key${hint} (see mirror.toml.example for the keys regmirror understands)`);
     }
   }
+}
+
+/** Levenshtein distance, for "did you mean" hints on misspelt keys. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length] ?? 0;
 }
 
 function isTable(v: unknown): v is Table {

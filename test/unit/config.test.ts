@@ -72,7 +72,8 @@ test('bad configs stop start-up naming the key path and the reason', () => {
   rejects(`bogus = 1\n${REG}`, "bogus", /unknown key/);
   rejects(`${REG}bogus = 1`, "registry[0].bogus", /unknown key/);
   rejects(`${REG}[server]\nlisten = "nope"`, 'server.listen', /host:port/);
-  rejects(`${REG}[server]\nlistne = "x"`, 'server.listne', /unknown key/);
+  rejects(`${REG}[server]\nlistne = "x"`, 'server.listne', /unknown key; did you mean "listen"\?/);
+  rejects(`${REG}[[registry]]\nhost = "gcr.io"\npasword = "x"`, 'registry[1].pasword', /did you mean "password"/);
   rejects(`${REG}[cache]\ntag_ttl = "10 minutes"`, 'cache.tag_ttl', /not a duration/);
   rejects(`${REG}[cache]\ntag_ttl = 10`, 'cache.tag_ttl', /expected a string/);
   rejects(`${REG}[cache]\nmax_size = "lots"`, 'cache.max_size', /not a size/);
