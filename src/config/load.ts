@@ -3,13 +3,14 @@
  * Every problem is a ConfigError naming the key path (`registry[1].ca_file: no such file`);
  * values of secret keys are never echoed.
  */
-import { readFileSync, existsSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { readFileSync, existsSync, statSync, accessSync, constants } from 'node:fs';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import TOML from '@iarna/toml';
 import { parseDuration, parseSize } from './units.ts';
 import { canonicalRegistryHost, DOCKER_HUB, DOCKER_HUB_ENDPOINT } from './docker-hub.ts';
-import type { Config, ListenAddress, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
+import type { Config, CredentialConfig, ListenAddress, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
+import { readDockerConfig } from './docker-config.ts';
 
 /** A configuration problem; `keyPath` names the offending key. */
 export class ConfigError extends Error {
@@ -190,25 +191,7 @@ function readRegistry(r: TableReader, defaults: { tagTtlMs: number; timeouts: Ti
   const offline = r.bool('offline') ?? defaults.offline;
   const timeouts = readTimeouts(r, defaults.timeouts);
 
-  const username = r.string('username');
-  const password = r.string('password');
-  const passwordEnv = r.string('password_env');
-  const passwordFile = r.file('password_file', true);
-  const given = [password, passwordEnv, passwordFile].filter((v) => v !== undefined).length;
-  if (given > 1) throw new ConfigError(r.key('password'), 'set only one of password, password_env, password_file');
-  let credentials: RegistryConfig['credentials'];
-  if (given === 1 && username === undefined) throw new ConfigError(r.key('username'), 'is required when a password is set');
-  if (username !== undefined) {
-    if (given === 0) throw new ConfigError(r.key('password'), 'username is set but none of password, password_env, password_file is');
-    let secret = password;
-    if (passwordEnv !== undefined) {
-      secret = env[passwordEnv];
-      if (secret === undefined || secret === '') throw new ConfigError(r.key('password_env'), `environment variable ${passwordEnv} is not set`);
-    }
-    if (passwordFile !== undefined) secret = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
-    credentials = { username, password: secret ?? '' };
-  }
-
+  const auth = readCredentials(r, host, env);
   const caFile = r.file('ca_file', true);
   const clientCert = r.file('client_cert', true);
   const clientKey = r.file('client_key', true);
@@ -218,13 +201,84 @@ function readRegistry(r: TableReader, defaults: { tagTtlMs: number; timeouts: Ti
   const insecureSkipVerify = r.bool('insecure_skip_verify') ?? false;
   r.done();
   const reg: RegistryConfig = { host, endpoint, tagTtlMs, offline, timeouts, insecureSkipVerify };
-  if (credentials !== undefined) reg.credentials = credentials;
+  if (auth !== undefined) reg.auth = auth;
   if (caFile !== undefined) reg.caFile = caFile;
   if (clientCert !== undefined && clientKey !== undefined) {
     reg.clientCert = clientCert;
     reg.clientKey = clientKey;
   }
   return reg;
+}
+
+/** True when `name` is an executable file in a PATH folder. */
+function onPath(name: string, env: NodeJS.ProcessEnv): boolean {
+  for (const dir of (env.PATH ?? process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return true;
+    } catch {
+      /* keep looking */
+    }
+  }
+  return false;
+}
+
+/**
+ * Reads the one credential source of a [[registry]]: username + password / password_env /
+ * password_file; docker_config; gcr_key_file; token. Secrets are read now so a bad source stops
+ * start-up; messages name keys and files, never values.
+ */
+function readCredentials(r: TableReader, host: string, env: NodeJS.ProcessEnv): CredentialConfig | undefined {
+  const username = r.string('username');
+  const password = r.string('password');
+  const passwordEnv = r.string('password_env');
+  const passwordFile = r.file('password_file', true);
+  const dockerConfig = r.file('docker_config', true);
+  const gcrKeyFile = r.file('gcr_key_file', true);
+  const token = r.string('token');
+  const givenPasswords = [password, passwordEnv, passwordFile].filter((v) => v !== undefined).length;
+  if (givenPasswords > 1) throw new ConfigError(r.key('password'), 'set only one of password, password_env, password_file');
+  const sources = [username !== undefined || givenPasswords > 0 ? 'username' : undefined, dockerConfig === undefined ? undefined : 'docker_config', gcrKeyFile === undefined ? undefined : 'gcr_key_file', token === undefined ? undefined : 'token'].filter((v) => v !== undefined);
+  if (sources.length > 1) throw new ConfigError(r.key(sources[1] ?? 'token'), `only one credential source per registry: found ${sources.join(' and ')}`);
+
+  if (token !== undefined) {
+    if (token === '') throw new ConfigError(r.key('token'), 'must not be empty');
+    return { source: 'static', configKey: 'token', credential: { kind: 'bearer', token } };
+  }
+  if (gcrKeyFile !== undefined) {
+    const json = readFileSync(gcrKeyFile, 'utf8').trim();
+    try {
+      const v: unknown = JSON.parse(json);
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
+    } catch {
+      throw new ConfigError(r.key('gcr_key_file'), `${gcrKeyFile} is not a JSON service-account key`);
+    }
+    return { source: 'static', configKey: 'gcr_key_file', credential: { kind: 'basic', username: '_json_key', password: json } };
+  }
+  if (dockerConfig !== undefined) {
+    let cred: CredentialConfig;
+    try {
+      cred = readDockerConfig(dockerConfig, host, 'docker_config');
+    } catch (e) {
+      throw new ConfigError(r.key('docker_config'), (e as Error).message);
+    }
+    if (cred.source === 'helper' && !onPath(`docker-credential-${cred.helper}`, env)) {
+      throw new ConfigError(r.key('docker_config'), `credential helper docker-credential-${cred.helper} (named in ${dockerConfig}) is not on PATH`);
+    }
+    return cred;
+  }
+  if (givenPasswords === 1 && username === undefined) throw new ConfigError(r.key('username'), 'is required when a password is set');
+  if (username === undefined) return undefined;
+  if (givenPasswords === 0) throw new ConfigError(r.key('password'), 'username is set but none of password, password_env, password_file is');
+  let secret = password;
+  if (passwordEnv !== undefined) {
+    secret = env[passwordEnv];
+    if (secret === undefined || secret === '') throw new ConfigError(r.key('password_env'), `environment variable ${passwordEnv} is not set`);
+  }
+  if (passwordFile !== undefined) secret = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
+  const configKey = passwordEnv !== undefined ? 'password_env' : passwordFile !== undefined ? 'password_file' : 'password';
+  return { source: 'static', configKey, credential: { kind: 'basic', username, password: secret ?? '' } };
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

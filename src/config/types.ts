@@ -14,11 +14,20 @@ export interface TimeoutsConfig {
   bodyIdleMs: number;
 }
 
-export interface RegistryCredentials {
-  username: string;
-  /** Resolved at start-up from password / password_env / password_file. Never logged. */
-  password: string;
-}
+/** A credential in one of the three shapes registries accept. Never logged. */
+export type Credential =
+  | { kind: 'basic'; username: string; password: string }
+  | { kind: 'refresh'; username: string; refreshToken: string }
+  | { kind: 'bearer'; token: string };
+
+/**
+ * Where a registry's credential comes from, resolved at start-up: a fixed credential (password
+ * keys, config.json `auths`, gcr_key_file, token) or a Docker credential helper run on demand.
+ * `configKey` names the key to point users at in error hints.
+ */
+export type CredentialConfig =
+  | { source: 'static'; configKey: string; credential: Credential }
+  | { source: 'helper'; configKey: string; helper: string; serverUrl: string };
 
 export interface RegistryConfig {
   /** The name clients use (canonical: Docker Hub is always "docker.io"). */
@@ -28,7 +37,7 @@ export interface RegistryConfig {
   tagTtlMs: number;
   offline: boolean;
   timeouts: TimeoutsConfig;
-  credentials?: RegistryCredentials;
+  auth?: CredentialConfig;
   /** PEM CA bundle added to the system roots. */
   caFile?: string;
   clientCert?: string;

@@ -430,10 +430,20 @@ export class Mirror {
     switch (e.kind) {
       case 'not_found':
         return new RegistryError(unknown, `${what} not found in ${route.upstreamRepo} at ${reg}`, { detail });
-      case 'unauthorized':
-        return new RegistryError('UNAUTHORIZED', `${reg} requires credentials for ${route.upstreamRepo}; set username and password_env (or password_file) in its [[registry]] section`, { detail });
-      case 'denied':
-        return new RegistryError('DENIED', `${reg} denied access to ${route.upstreamRepo} with the mirror's credentials; check the [[registry]] credentials`, { detail });
+      case 'unauthorized': {
+        const key = this.upstreams.get(reg)?.registry.auth?.configKey;
+        return new RegistryError(
+          'UNAUTHORIZED',
+          key === undefined
+            ? `${reg} requires credentials for ${route.upstreamRepo}; give its [[registry]] a credential: username + password_env (or password / password_file), docker_config, gcr_key_file or token`
+            : `${reg} rejected the mirror's credentials (${key} of its [[registry]]) for ${route.upstreamRepo}; check them`,
+          { detail },
+        );
+      }
+      case 'denied': {
+        const key = this.upstreams.get(reg)?.registry.auth?.configKey ?? 'none configured';
+        return new RegistryError('DENIED', `${reg} denied the mirror access to ${route.upstreamRepo} (credential: ${key}); check that account's permissions`, { detail });
+      }
       case 'toomanyrequests':
         return new RegistryError('TOOMANYREQUESTS', `${reg} is rate limiting the mirror; retry later`, {
           detail,

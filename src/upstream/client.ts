@@ -15,6 +15,7 @@ import { safeUrl } from '../log/index.ts';
 import { parseChallenges, type Challenge } from './challenge.ts';
 import { TokenCache } from './token-cache.ts';
 import { UpstreamError } from './errors.ts';
+import { credentialProvider, type Credential, type CredentialProvider } from './credentials.ts';
 
 const USER_AGENT = 'regmirror/0.1';
 const MAX_REDIRECTS = 5;
@@ -99,6 +100,7 @@ export class UpstreamClient {
   /** scope → the bearer challenge last seen for it, so later requests send the cached token first. */
   private readonly bearerFor = new Map<string, { realm: string; service: string; scope: string }>();
   private basicAccepted = false;
+  private readonly credentials: CredentialProvider | undefined;
 
   constructor(
     readonly registry: RegistryConfig,
@@ -107,6 +109,16 @@ export class UpstreamClient {
   ) {
     this.agent = agent ?? createRegistryAgent(registry);
     this.origin = new URL(registry.endpoint).origin;
+    this.credentials = registry.auth === undefined ? undefined : credentialProvider(registry.auth);
+  }
+
+  private async credential(): Promise<Credential | undefined> {
+    if (this.credentials === undefined) return undefined;
+    try {
+      return await this.credentials.get();
+    } catch (e) {
+      throw new UpstreamError('unauthorized', `credentials for ${this.registry.host} unavailable: ${(e as Error).message}`, undefined, undefined, { cause: e });
+    }
   }
 
   /** HEAD a manifest: its digest, media type and size as the upstream reports them. */
@@ -184,7 +196,7 @@ export class UpstreamClient {
   private async send(method: 'GET' | 'HEAD', repo: string, tail: string, accept: string): Promise<UpstreamResponse> {
     const url = `${this.registry.endpoint}/v2/${repo}/${tail}`;
     const scope = `repository:${repo}:pull`;
-    let authorization = this.cachedAuthorization(scope);
+    let authorization = await this.cachedAuthorization(scope);
     for (let attempt = 0; ; attempt++) {
       const res = await this.follow(method, url, { accept, 'user-agent': USER_AGENT }, authorization);
       if (res.status >= 200 && res.status < 300) return res;
@@ -211,22 +223,27 @@ export class UpstreamClient {
     return new UpstreamError('bad_response', `${host} answered unexpected status ${status} to ${what}`, status);
   }
 
-  private basicHeader(): string | undefined {
-    const c = this.registry.credentials;
-    return c === undefined ? undefined : `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+  private static basicHeader(c: Credential | undefined): string | undefined {
+    return c?.kind === 'basic' ? `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}` : undefined;
   }
 
-  private cachedAuthorization(scope: string): string | undefined {
+  /** What to send before any challenge: a static token, a cached token for the scope, or accepted Basic. */
+  private async cachedAuthorization(scope: string): Promise<string | undefined> {
     const b = this.bearerFor.get(scope);
     if (b !== undefined) {
       const token = this.tokens.get(TokenCache.key(b.realm, b.service, b.scope));
       if (token !== undefined) return `Bearer ${token}`;
     }
-    return this.basicAccepted ? this.basicHeader() : undefined;
+    if (this.credentials === undefined) return undefined;
+    const c = await this.credential();
+    if (c?.kind === 'bearer') return `Bearer ${c.token}`;
+    return this.basicAccepted ? UpstreamClient.basicHeader(c) : undefined;
   }
 
   /** Answers a 401 challenge: a bearer token (anonymous or with Basic credentials) or Basic auth. */
   private async authorize(challenges: Challenge[], scope: string, previous: string | undefined): Promise<string | undefined> {
+    const cred = await this.credential();
+    if (cred?.kind === 'bearer') return undefined; // a static token was sent and rejected
     const bearer = challenges.find((c) => c.scheme === 'bearer');
     if (bearer?.params.realm !== undefined) {
       const realm = bearer.params.realm;
@@ -234,21 +251,26 @@ export class UpstreamClient {
       const tokenScope = bearer.params.scope ?? scope;
       const key = TokenCache.key(realm, service, tokenScope);
       if (previous?.startsWith('Bearer ') === true) this.tokens.invalidate(key);
-      const token = await this.tokens.getOrFetch(key, () => this.fetchToken(realm, service, tokenScope));
+      const token = await this.tokens.getOrFetch(key, () => this.fetchToken(realm, service, tokenScope, cred));
       this.bearerFor.set(scope, { realm, service, scope: tokenScope });
       if (this.bearerFor.size > 10_000) this.bearerFor.clear();
       return `Bearer ${token}`;
     }
     if (challenges.some((c) => c.scheme === 'basic') && previous === undefined) {
-      const basic = this.basicHeader();
+      const basic = UpstreamClient.basicHeader(cred);
       if (basic !== undefined) this.basicAccepted = true;
       return basic;
     }
     return undefined;
   }
 
-  /** Fetches a token from the realm (Docker token spec: GET realm?service=&scope=). */
-  private async fetchToken(realm: string, service: string, scope: string): Promise<{ token: string; expiresIn?: number }> {
+  /**
+   * Fetches a token from the realm as containerd does: with credentials, OAuth2 POST (password or
+   * refresh_token grant; distribution docs/spec/auth/oauth.md), falling back to the Docker token
+   * GET with Basic auth when the realm answers 404, 405, 401 or 400 (GCR, Artifactory, ACR);
+   * without credentials, an anonymous GET.
+   */
+  private async fetchToken(realm: string, service: string, scope: string, cred: Credential | undefined): Promise<{ token: string; expiresIn?: number }> {
     let url: URL;
     try {
       url = new URL(realm);
@@ -258,28 +280,50 @@ export class UpstreamClient {
     if (url.protocol !== 'https:' && url.protocol !== 'http:') {
       throw new UpstreamError('bad_response', `${this.registry.host} sent a token realm with scheme ${url.protocol}`);
     }
+    if (cred !== undefined && cred.kind !== 'bearer') {
+      const form = new URLSearchParams({ grant_type: cred.kind === 'refresh' ? 'refresh_token' : 'password', service, scope, client_id: USER_AGENT.split('/')[0] ?? 'regmirror' });
+      if (cred.kind === 'refresh') form.set('refresh_token', cred.refreshToken);
+      else {
+        form.set('username', cred.username);
+        form.set('password', cred.password);
+      }
+      const res = await this.tokenRequest(url, 'POST', { 'content-type': 'application/x-www-form-urlencoded' }, form.toString());
+      if (res.statusCode === 200) return this.readToken(res, scope);
+      await drain(res.body);
+      const fallback = cred.kind === 'basic' && [400, 401, 404, 405].includes(res.statusCode);
+      if (!fallback) throw this.tokenError(res.statusCode);
+      this.log.debug({ registry: this.registry.host, status: res.statusCode }, 'token realm refused OAuth2 POST; using GET with Basic auth');
+    }
     if (service !== '') url.searchParams.set('service', service);
     url.searchParams.set('scope', scope);
-    const headers: Headers = { 'user-agent': USER_AGENT, accept: 'application/json' };
-    const basic = this.basicHeader();
-    let res: Dispatcher.ResponseData;
+    const basic = UpstreamClient.basicHeader(cred);
+    const res = await this.tokenRequest(url, 'GET', basic === undefined ? {} : { authorization: basic });
+    if (res.statusCode === 200) return this.readToken(res, scope);
+    await drain(res.body);
+    throw this.tokenError(res.statusCode);
+  }
+
+  private async tokenRequest(url: URL, method: 'GET' | 'POST', headers: Headers, body?: string): Promise<Dispatcher.ResponseData> {
     try {
-      res = await request(url, { method: 'GET', headers: basic === undefined ? headers : { ...headers, authorization: basic }, dispatcher: this.agent });
+      return await request(url, { method, headers: { 'user-agent': USER_AGENT, accept: 'application/json', ...headers }, dispatcher: this.agent, ...(body === undefined ? {} : { body }) });
     } catch (e) {
       throw new UpstreamError('unavailable', `token endpoint of ${this.registry.host} unreachable: ${(e as Error).message}`, undefined, undefined, { cause: e });
     }
-    if (res.statusCode !== 200) {
-      await drain(res.body);
-      const kind = res.statusCode === 401 ? 'unauthorized' : res.statusCode === 403 ? 'denied' : res.statusCode >= 500 ? 'unavailable' : 'unauthorized';
-      throw new UpstreamError(kind, `token endpoint of ${this.registry.host} answered ${res.statusCode}`, res.statusCode);
-    }
+  }
+
+  private tokenError(status: number): UpstreamError {
+    const kind = status === 403 ? 'denied' : status === 429 ? 'toomanyrequests' : status >= 500 ? 'unavailable' : 'unauthorized';
+    return new UpstreamError(kind, `token endpoint of ${this.registry.host} answered ${status}`, status);
+  }
+
+  private async readToken(res: Dispatcher.ResponseData, scope: string): Promise<{ token: string; expiresIn?: number }> {
     let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       parsed = (await res.body.json()) as typeof parsed;
     } catch {
       throw new UpstreamError('bad_response', `token endpoint of ${this.registry.host} sent invalid JSON`);
     }
-    const token = typeof parsed.token === 'string' && parsed.token !== '' ? parsed.token : parsed.access_token;
+    const token = typeof parsed.access_token === 'string' && parsed.access_token !== '' ? parsed.access_token : parsed.token;
     if (typeof token !== 'string' || token === '') throw new UpstreamError('bad_response', `token endpoint of ${this.registry.host} sent no token`);
     const out: { token: string; expiresIn?: number } = { token };
     if (typeof parsed.expires_in === 'number') out.expiresIn = parsed.expires_in;

@@ -11,6 +11,8 @@ export interface Recorded {
   method: string;
   url: string;
   headers: IncomingHttpHeaders;
+  /** Request body (token POSTs). */
+  body?: string;
 }
 
 export interface TokenRegistry {
@@ -20,6 +22,8 @@ export interface TokenRegistry {
   storageRequests: Recorded[];
   tokenRequests: Recorded[];
   issued: string[];
+  /** false: the token endpoint answers OAuth2 POSTs with 404, as GCR does. */
+  oauthPost: boolean;
   close(): Promise<void>;
 }
 
@@ -30,7 +34,7 @@ async function listen(server: Server): Promise<string> {
 
 /** Serves `image` as `<repo>:<tag>`; tokens are accepted only for the scope they were issued for. */
 export async function startTokenRegistry(repo: string, tag: string, image: Image, basic?: { username: string; password: string }): Promise<TokenRegistry> {
-  const state: TokenRegistry = { url: '', storageUrl: '', requests: [], storageRequests: [], tokenRequests: [], issued: [], close: async () => undefined };
+  const state: TokenRegistry = { url: '', storageUrl: '', requests: [], storageRequests: [], tokenRequests: [], issued: [], oauthPost: true, close: async () => undefined };
   const blobs = new Map([image.config, ...image.layers].map((b) => [b.digest, b.bytes]));
   const valid = new Map<string, string>();
   const storage = createServer((req, res) => {
@@ -43,14 +47,29 @@ export async function startTokenRegistry(repo: string, tag: string, image: Image
   const registry = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname === '/token') {
-      state.tokenRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
-      if (basic !== undefined && req.headers.authorization !== `Basic ${Buffer.from(`${basic.username}:${basic.password}`).toString('base64')}`) {
-        return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
-      }
-      const token = `tok-${state.issued.length + 1}-${Math.random().toString(36).slice(2)}`;
-      state.issued.push(token);
-      valid.set(token, url.searchParams.get('scope') ?? '');
-      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, expires_in: 300 }));
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks).toString('utf8');
+        state.tokenRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+        let scope = url.searchParams.get('scope') ?? '';
+        let ok: boolean;
+        if (req.method === 'POST') {
+          if (!state.oauthPost) return void res.writeHead(404).end('404 page not found');
+          const form = new URLSearchParams(body);
+          scope = form.get('scope') ?? '';
+          ok = basic === undefined || (form.get('grant_type') === 'password' && form.get('username') === basic.username && form.get('password') === basic.password);
+        } else {
+          ok = basic === undefined || req.headers.authorization === `Basic ${Buffer.from(`${basic.username}:${basic.password}`).toString('base64')}`;
+        }
+        if (!ok) return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
+        const token = `tok-${state.issued.length + 1}-${Math.random().toString(36).slice(2)}`;
+        state.issued.push(token);
+        valid.set(token, scope);
+        const answer = req.method === 'POST' ? { access_token: token, expires_in: 300, scope } : { token, expires_in: 300 };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+      });
+      return;
     }
     state.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
     const scope = `repository:${repo}:pull`;

@@ -5,7 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMirror, type MirrorProcess } from '../helpers/mirror-process.ts';
@@ -49,14 +49,19 @@ password_env = "PRIVATE_PW"
     await upstream?.close();
   });
 
-  test('a 401 Bearer challenge is answered with a token fetched with the registry credentials, then the pull succeeds', async () => {
+  test('a 401 Bearer challenge is answered with an OAuth2 POST (password grant) to the realm, then the pull succeeds', async () => {
     const dest = mkdtempSync(join(work, 'pull-'));
     await skopeo(['copy', '--src-tls-verify=false', `docker://${mirror.hostPort}/private.example/team/private:v1`, `dir:${dest}`]);
+    assert.equal(sha256(readFileSync(join(dest, 'manifest.json'))), image.manifest.digest);
     assert.ok(upstream.tokenRequests.length >= 1);
     const tokenReq = upstream.tokenRequests[0];
-    assert.match(tokenReq?.url ?? '', /service=token-registry/);
-    assert.match(decodeURIComponent(tokenReq?.url ?? ''), /scope=repository:team\/private:pull/);
-    assert.equal(tokenReq?.headers.authorization, `Basic ${Buffer.from(`robot:${PASSWORD}`).toString('base64')}`);
+    assert.equal(tokenReq?.method, 'POST');
+    const form = new URLSearchParams(tokenReq?.body ?? '');
+    assert.equal(form.get('grant_type'), 'password');
+    assert.equal(form.get('service'), 'token-registry');
+    assert.equal(form.get('scope'), 'repository:team/private:pull');
+    assert.equal(form.get('username'), 'robot');
+    assert.equal(form.get('password'), PASSWORD);
     const authed = upstream.requests.filter((r) => r.headers.authorization?.startsWith('Bearer tok-') === true);
     assert.ok(authed.length >= 1, 'retried with the token');
   });
@@ -84,6 +89,24 @@ password_env = "PRIVATE_PW"
     assert.equal(r.status, 200);
     for (const req of [...upstream.requests, ...upstream.storageRequests, ...upstream.tokenRequests]) {
       assert.ok(!JSON.stringify(req.headers).includes(CLIENT_SECRET), `${req.url} saw the client's secret`);
+    }
+  });
+
+  test('a realm that refuses the OAuth2 POST (404, like GCR) gets the token GET with Basic auth', async () => {
+    upstream.oauthPost = false;
+    const m2 = await startMirror(mkdtempSync(join(work, 'fallback-')), `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\nusername = "robot"\npassword = "${PASSWORD}"\n`);
+    const before = upstream.tokenRequests.length;
+    try {
+      const r = await fetch(`${m2.url}/v2/private.example/team/private/manifests/v1`);
+      assert.equal(r.status, 200);
+      const [post, get] = upstream.tokenRequests.slice(before);
+      assert.equal(post?.method, 'POST');
+      assert.equal(get?.method, 'GET');
+      assert.match(decodeURIComponent(get?.url ?? ''), /service=token-registry&scope=repository:team\/private:pull/);
+      assert.equal(get?.headers.authorization, `Basic ${Buffer.from(`robot:${PASSWORD}`).toString('base64')}`);
+    } finally {
+      upstream.oauthPost = true;
+      await m2.stop();
     }
   });
 

@@ -106,9 +106,13 @@ test('password sources: inline, env and file resolve at start-up', () => {
   const f = join(dir, 'pw');
   writeFileSync(f, 'from-file\n');
   const base = `${REG}[[registry]]\nhost = "gcr.io"\nusername = "u"\n`;
-  assert.equal(parse(`${base}password = "inline"`).registries[1]?.credentials?.password, 'inline');
-  assert.equal(parse(`${base}password_env = "PW"`, { PW: 'from-env' }).registries[1]?.credentials?.password, 'from-env');
-  assert.equal(parse(`${base}password_file = "pw"`).registries[1]?.credentials?.password, 'from-file');
+  const pw = (c: ReturnType<typeof parse>) => {
+    const a = c.registries[1]?.auth;
+    return a?.source === 'static' && a.credential.kind === 'basic' ? a.credential.password : undefined;
+  };
+  assert.equal(pw(parse(`${base}password = "inline"`)), 'inline');
+  assert.equal(pw(parse(`${base}password_env = "PW"`, { PW: 'from-env' })), 'from-env');
+  assert.equal(pw(parse(`${base}password_file = "pw"`)), 'from-file');
   rejects(`${base}password = "a"\npassword_env = "PW"`, 'registry[1].password', /only one/);
 });
 
