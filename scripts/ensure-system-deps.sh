@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages the integration tests and benchmark run for real:
-#   docker-registry (the CNCF Distribution registry, as the upstream) and skopeo (a real client).
+#   docker-registry (the CNCF Distribution registry, as the upstream), skopeo (a real client),
+#   apache2-utils (htpasswd, bcrypt users for the upstream) and openssl (test CAs and certificates).
 # As root it installs them with apt-get; otherwise it names exactly what to install and fails.
 set -euo pipefail
 need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 for extra in "$@"; do
   command -v "$extra" >/dev/null 2>&1 || need+=("$extra")
 done

@@ -119,25 +119,25 @@ export function makeIndex(seed: string, archs: string[], layerSize: number): Ind
 }
 
 /** Monolithic blob upload (OCI distribution-spec: POST then PUT ?digest=). Skips blobs already there. */
-export async function pushBlob(registryUrl: string, repo: string, blob: { digest: string; bytes: Buffer }): Promise<void> {
-  const head = await fetch(`${registryUrl}/v2/${repo}/blobs/${blob.digest}`, { method: 'HEAD' });
+export async function pushBlob(registryUrl: string, repo: string, blob: { digest: string; bytes: Buffer }, headers: Record<string, string> = {}): Promise<void> {
+  const head = await fetch(`${registryUrl}/v2/${repo}/blobs/${blob.digest}`, { method: 'HEAD', headers });
   if (head.status === 200) return;
-  const start = await fetch(`${registryUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+  const start = await fetch(`${registryUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers });
   if (start.status !== 202) throw new Error(`upload start for ${repo}: ${start.status} ${await start.text()}`);
   const loc = new URL(start.headers.get('location') ?? '', registryUrl);
   loc.searchParams.set('digest', blob.digest);
-  const put = await fetch(loc, { method: 'PUT', body: blob.bytes, headers: { 'content-type': 'application/octet-stream' } });
+  const put = await fetch(loc, { method: 'PUT', body: blob.bytes, headers: { ...headers, 'content-type': 'application/octet-stream' } });
   if (put.status !== 201) throw new Error(`upload of ${blob.digest} to ${repo}: ${put.status} ${await put.text()}`);
 }
 
-export async function pushManifest(registryUrl: string, repo: string, reference: string, m: Blob): Promise<void> {
-  const r = await fetch(`${registryUrl}/v2/${repo}/manifests/${reference}`, { method: 'PUT', body: m.bytes, headers: { 'content-type': m.mediaType } });
+export async function pushManifest(registryUrl: string, repo: string, reference: string, m: Blob, headers: Record<string, string> = {}): Promise<void> {
+  const r = await fetch(`${registryUrl}/v2/${repo}/manifests/${reference}`, { method: 'PUT', body: m.bytes, headers: { ...headers, 'content-type': m.mediaType } });
   if (r.status !== 201) throw new Error(`manifest push ${repo}:${reference}: ${r.status} ${await r.text()}`);
 }
 
-export async function pushImage(registryUrl: string, repo: string, tag: string, im: Image): Promise<void> {
-  for (const b of [im.config, ...im.layers]) await pushBlob(registryUrl, repo, b);
-  await pushManifest(registryUrl, repo, tag, im.manifest);
+export async function pushImage(registryUrl: string, repo: string, tag: string, im: Image, headers: Record<string, string> = {}): Promise<void> {
+  for (const b of [im.config, ...im.layers]) await pushBlob(registryUrl, repo, b, headers);
+  await pushManifest(registryUrl, repo, tag, im.manifest, headers);
 }
 
 export async function pushIndex(registryUrl: string, repo: string, tag: string, ix: IndexImage): Promise<void> {

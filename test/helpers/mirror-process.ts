@@ -29,28 +29,42 @@ export async function startMirror(dir: string, toml: string, env: NodeJS.Process
   });
   child.stdout?.pipe(out);
   child.stderr?.pipe(out);
+  const early: Buffer[] = [];
+  child.stderr?.on('data', (c: Buffer) => early.push(c));
   let exited: number | null | undefined;
-  child.once('exit', (code) => {
+  child.once('close', (code) => {
     exited = code;
   });
   let port = 0;
-  await waitFor('regmirror to listen', () => {
-    if (exited !== undefined) throw new Error(`regmirror exited with ${exited}: ${readFileSync(logFile, 'utf8')}`);
-    const m = /"port":(\d+).*"msg":"regmirror listening"/.exec(readFileSync(logFile, 'utf8'));
-    if (m === null) return false;
-    port = Number(m[1]);
-    return true;
-  }, 30_000);
+  const readLog = (): string => {
+    try {
+      return readFileSync(logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  try {
+    await waitFor('regmirror to listen', () => {
+      if (exited !== undefined) throw new Error(`regmirror exited with ${exited}: ${Buffer.concat(early).toString('utf8')}`);
+      const m = /"port":(\d+).*"msg":"regmirror listening"/.exec(readLog());
+      if (m === null) return false;
+      port = Number(m[1]);
+      return true;
+    }, 30_000);
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
   return {
     port,
     url: `http://127.0.0.1:${port}`,
     hostPort: `127.0.0.1:${port}`,
     logFile,
-    logText: () => readFileSync(logFile, 'utf8'),
+    logText: readLog,
     stop: () =>
       new Promise((res) => {
         if (exited !== undefined) return res(exited);
-        child.once('exit', (code) => res(code));
+        child.once('close', (code) => res(code));
         child.kill('SIGTERM');
         setTimeout(() => child.kill('SIGKILL'), 8_000).unref();
       }),

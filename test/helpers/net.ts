@@ -14,15 +14,14 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Polls `check` until it returns true or `timeoutMs` passes (then throws naming `what`). */
+/**
+ * Polls `check` until it returns true or `timeoutMs` passes (then throws naming `what`).
+ * An error thrown by `check` ends the wait at once (e.g. the process being waited on exited).
+ */
 export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000, intervalMs = 50): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      /* not ready yet */
-    }
+    if (await check()) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }

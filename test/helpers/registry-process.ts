@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { freePort, waitFor } from './net.ts';
 
 export interface RegistryProcess {
@@ -24,8 +25,20 @@ export interface RegistryProcess {
 
 export const REGISTRY_BIN = process.env.REGMIRROR_TEST_REGISTRY_BIN ?? '/usr/bin/docker-registry';
 
-/** Starts docker-registry; `extraYaml` is appended to its config (e.g. a proxy section). */
-export async function startRegistry(dir: string, extraYaml = ''): Promise<RegistryProcess> {
+export interface RegistryOptions {
+  /** Top-level YAML sections appended to the config (auth:, proxy:). */
+  extraYaml?: string;
+  /** Lines nested under `http:` (indent 2), e.g. a tls: block. */
+  httpYaml?: string;
+  /** The registry serves TLS: its URL is https://. */
+  tls?: boolean;
+  /** Storage root (default dir/storage); several registries may serve one. */
+  storageDir?: string;
+}
+
+/** Starts docker-registry; ready once its port accepts connections. */
+export async function startRegistry(dir: string, opts: RegistryOptions = {}): Promise<RegistryProcess> {
+  const extraYaml = opts.extraYaml ?? '';
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const config = join(dir, 'config.yml');
@@ -38,7 +51,7 @@ log:
     disabled: false
 storage:
   filesystem:
-    rootdirectory: ${join(dir, 'storage')}
+    rootdirectory: ${opts.storageDir ?? join(dir, 'storage')}
   delete:
     enabled: true
   maintenance:
@@ -46,9 +59,17 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:${port}
+${opts.httpYaml ?? ''}
 ${extraYaml}`,
   );
   const logFile = join(dir, 'registry.log');
+  const readLog = (): string => {
+    try {
+      return readFileSync(logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  };
   const out = createWriteStream(logFile);
   const child: ChildProcess = spawn(REGISTRY_BIN, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout?.pipe(out);
@@ -57,14 +78,19 @@ ${extraYaml}`,
   child.once('exit', () => {
     exited = true;
   });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls === true ? 'https' : 'http'}://127.0.0.1:${port}`;
   await waitFor(`docker-registry on ${url}`, async () => {
-    if (exited) throw new Error(`docker-registry exited; see ${logFile}`);
-    const r = await fetch(`${url}/v2/`);
-    return r.status === 200;
+    if (exited) throw new Error(`docker-registry exited: ${readLog().slice(-2000)}`);
+    return new Promise<boolean>((resolve) => {
+      const sock = connect(port, '127.0.0.1', () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.on('error', () => resolve(false));
+    });
   });
   const accessCount = (method: string, pathFragment: string): number =>
-    readFileSync(logFile, 'utf8')
+    readLog()
       .split('\n')
       .filter((l) => l.includes(`"${method} `) && l.includes(pathFragment)).length;
   return {
