@@ -24,6 +24,10 @@ export interface TokenRegistry {
   issued: string[];
   /** false: the token endpoint answers OAuth2 POSTs with 404, as GCR does. */
   oauthPost: boolean;
+  /** Refresh token accepted by the OAuth2 refresh_token grant (a Docker identitytoken). */
+  refreshToken: string;
+  /** Accepts `token` as a valid bearer token for the repository (a static token). */
+  allowStatic(token: string): void;
   close(): Promise<void>;
 }
 
@@ -34,7 +38,7 @@ async function listen(server: Server): Promise<string> {
 
 /** Serves `image` as `<repo>:<tag>`; tokens are accepted only for the scope they were issued for. */
 export async function startTokenRegistry(repo: string, tag: string, image: Image, basic?: { username: string; password: string }): Promise<TokenRegistry> {
-  const state: TokenRegistry = { url: '', storageUrl: '', requests: [], storageRequests: [], tokenRequests: [], issued: [], oauthPost: true, close: async () => undefined };
+  const state: TokenRegistry = { url: '', storageUrl: '', requests: [], storageRequests: [], tokenRequests: [], issued: [], oauthPost: true, refreshToken: 'refresh-Rt5-identity-token', allowStatic: () => undefined, close: async () => undefined };
   const blobs = new Map([image.config, ...image.layers].map((b) => [b.digest, b.bytes]));
   const valid = new Map<string, string>();
   const storage = createServer((req, res) => {
@@ -58,7 +62,10 @@ export async function startTokenRegistry(repo: string, tag: string, image: Image
           if (!state.oauthPost) return void res.writeHead(404).end('404 page not found');
           const form = new URLSearchParams(body);
           scope = form.get('scope') ?? '';
-          ok = basic === undefined || (form.get('grant_type') === 'password' && form.get('username') === basic.username && form.get('password') === basic.password);
+          ok =
+            basic === undefined ||
+            (form.get('grant_type') === 'password' && form.get('username') === basic.username && form.get('password') === basic.password) ||
+            (form.get('grant_type') === 'refresh_token' && form.get('refresh_token') === state.refreshToken);
         } else {
           ok = basic === undefined || req.headers.authorization === `Basic ${Buffer.from(`${basic.username}:${basic.password}`).toString('base64')}`;
         }
@@ -93,6 +100,7 @@ export async function startTokenRegistry(repo: string, tag: string, image: Image
     if (!blobs.has(m[3] ?? '')) return void res.writeHead(404).end();
     res.writeHead(307, { location: `${state.storageUrl}/blob-data/${m[3]}?X-Signature=presigned-secret` }).end();
   });
+  state.allowStatic = (token) => valid.set(token, `repository:${repo}:pull`);
   state.url = await listen(registry);
   state.storageUrl = await listen(storage);
   state.close = async () => {

@@ -5,7 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMirror, type MirrorProcess } from '../helpers/mirror-process.ts';
@@ -106,6 +106,43 @@ password_env = "PRIVATE_PW"
       assert.equal(get?.headers.authorization, `Basic ${Buffer.from(`robot:${PASSWORD}`).toString('base64')}`);
     } finally {
       upstream.oauthPost = true;
+      await m2.stop();
+    }
+  });
+
+  test('a config.json identitytoken is used as an OAuth2 refresh token (refresh_token grant)', async () => {
+    const dir = mkdtempSync(join(work, 'identity-'));
+    const dc = join(dir, 'config.json');
+    writeFileSync(dc, JSON.stringify({ auths: { 'https://private.example/v1/': { auth: Buffer.from('robot:').toString('base64'), identitytoken: upstream.refreshToken } } }));
+    const m2 = await startMirror(dir, `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\ndocker_config = "${dc}"\n`);
+    const before = upstream.tokenRequests.length;
+    try {
+      const r = await fetch(`${m2.url}/v2/private.example/team/private/manifests/v1`);
+      assert.equal(r.status, 200);
+      const post = upstream.tokenRequests[before];
+      const form = new URLSearchParams(post?.body ?? '');
+      assert.equal(form.get('grant_type'), 'refresh_token');
+      assert.equal(form.get('refresh_token'), upstream.refreshToken);
+      assert.ok(!m2.logText().includes(upstream.refreshToken));
+    } finally {
+      await m2.stop();
+    }
+  });
+
+  test('a static bearer token is sent as is, with no token request', async () => {
+    const staticToken = 'static-Tk9-bearer-token';
+    upstream.allowStatic(staticToken);
+    const m2 = await startMirror(mkdtempSync(join(work, 'static-')), `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\ntoken = "${staticToken}"\n`);
+    const tokensBefore = upstream.tokenRequests.length;
+    const requestsBefore = upstream.requests.length;
+    try {
+      const r = await fetch(`${m2.url}/v2/private.example/team/private/manifests/v1`);
+      assert.equal(r.status, 200);
+      assert.equal(upstream.tokenRequests.length, tokensBefore);
+      const sent = upstream.requests.slice(requestsBefore);
+      assert.ok(sent.length >= 1 && sent.every((q) => q.headers.authorization === `Bearer ${staticToken}`));
+      assert.ok(!m2.logText().includes(staticToken));
+    } finally {
       await m2.stop();
     }
   });
