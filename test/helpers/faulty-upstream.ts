@@ -1,12 +1,13 @@
 /**
  * A tiny registry that misbehaves on purpose, for the failure paths a real registry won't produce:
  * `cut` closes the connection halfway through a blob body, `wrong` sends the right length of the
- * wrong bytes, `good` serves the blob properly. Counts blob GETs.
+ * wrong bytes, `good` serves the blob properly, `relative-redirect` first answers with a 302 whose
+ * Location is relative. Counts blob GETs.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type FaultMode = 'cut' | 'wrong' | 'good';
+export type FaultMode = 'cut' | 'wrong' | 'good' | 'relative-redirect';
 
 export interface FaultyUpstream {
   url: string;
@@ -23,7 +24,12 @@ export async function startFaultyUpstream(blobs: Map<string, Buffer>): Promise<F
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       return;
     }
-    const m = /\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url);
+    if (state.mode === 'relative-redirect' && !url.endsWith('?moved=1')) {
+      const d = /\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url)?.[1] ?? '';
+      res.writeHead(302, { location: `../../moved/blobs/${d}?moved=1` }).end();
+      return;
+    }
+    const m = /\/blobs\/(sha256:[0-9a-f]{64})(?:\?moved=1)?$/.exec(url);
     const body = m === null ? undefined : blobs.get(m[1] ?? '');
     if (body === undefined) {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}');
@@ -35,7 +41,7 @@ export async function startFaultyUpstream(blobs: Map<string, Buffer>): Promise<F
     }
     state.blobGets++;
     res.writeHead(200, { 'content-length': body.length, 'content-type': 'application/octet-stream' });
-    if (state.mode === 'good') {
+    if (state.mode === 'good' || state.mode === 'relative-redirect') {
       res.end(body);
     } else if (state.mode === 'wrong') {
       const bad = Buffer.from(body);

@@ -254,6 +254,17 @@ registry = "gcr.io"
     assert.match(mirror.logText(), /digest mismatch/);
   });
 
+  test('a relative redirect Location is resolved against the request URL', async () => {
+    const blob = randomBytesFor('relative', 300 * 1024);
+    const digest = sha256(blob);
+    faultyBlobs.set(digest, blob);
+    faulty.mode = 'relative-redirect';
+    const r = await fetch(`${mirror.url}/v2/faulty.test/team/rel/blobs/${digest}`);
+    assert.equal(r.status, 200);
+    assert.equal(sha256(Buffer.from(await r.arrayBuffer())), digest);
+    assert.match(mirror.logText(), /following upstream redirect|blob cached/);
+  });
+
   test('malformed names, digests and paths get 4xx OCI errors and touch nothing outside the data dir', async () => {
     const siblingsBefore = readdirSync(work).sort();
     const cases: Array<[string, number, string]> = [
