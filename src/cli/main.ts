@@ -1,29 +1,117 @@
 /**
- * regmirror command line. `regmirror serve [--config FILE]` (default command).
- * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+ * regmirror command line.
+ *   regmirror serve   [--config FILE]                      run the mirror (default command)
+ *   regmirror verify  IMAGE [--local] [--json] [--mirror URL] [--config FILE]
+ *   regmirror inspect IMAGE [--json] [--mirror URL] [--config FILE]
+ * Exit codes: 0 ok, 1 mismatch / corruption / runtime failure, 2 usage or configuration error,
+ * 3 an image could not be resolved.
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { ConfigError, loadConfig } from '../config/index.ts';
+import { request } from 'undici';
+import { ConfigError, loadConfig, type Config } from '../config/index.ts';
 import { createLogger } from '../log/index.ts';
+import { RegistryError } from '../oci/index.ts';
 import { startServer } from './serve.ts';
+import { defaultMirrorUrl, verifyLocal, verifyRemote } from './verify.ts';
 
 const USAGE = `Usage: regmirror <command> [options]
 
 Commands:
-  serve      run the mirror (default)
+  serve                 run the mirror (default)
+  verify IMAGE          compare IMAGE's repo digest through the mirror with the upstream's;
+                        MATCH exits 0, MISMATCH 1, a side that cannot be resolved 3
+  verify --local IMAGE  re-hash the cached manifest(s) and blobs of IMAGE; corruption exits 1
+  inspect IMAGE         show IMAGE's repo digests and cache state (like crictl inspecti)
 
-Options for serve:
-  -c, --config FILE   mirror.toml to use (default: $REGMIRROR_CONFIG, else the embedded default:
+Options:
+  -c, --config FILE   mirror.toml (default: $REGMIRROR_CONFIG, else the embedded default:
                       listen 127.0.0.1:5000, data in ./data, Docker Hub + gcr.io, ghcr.io, quay.io,
                       registry.k8s.io mirrored anonymously)
+  -m, --mirror URL    where the mirror answers (verify, inspect; default: from server.listen)
+      --local         verify the cache on disk instead of comparing with the upstream
+      --json          machine-readable output
   -h, --help          this help
   -v, --version       print the version
+
+IMAGE is a reference as the runtime writes it: gcr.io/foo/bar:1.0, nginx, quay.io/x/y@sha256:...
 `;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
+}
+
+function loadOrExplain(file: string | undefined): Config | undefined {
+  try {
+    return loadConfig(file ?? process.env.REGMIRROR_CONFIG);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`regmirror: configuration error: ${e.message}\n`);
+      return undefined;
+    }
+    throw e;
+  }
+}
+
+async function serveCommand(config: Config): Promise<number> {
+  const log = createLogger(config.log.level);
+  let server;
+  try {
+    server = await startServer(config, log);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    process.stderr.write(`regmirror: cannot start: ${err.code === 'EADDRINUSE' ? `an address in use (server.listen ${config.server.listen.host}:${config.server.listen.port} or api.listen)` : err.message}\n`);
+    return 1;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'shutting down');
+      void server.close().then(resolve);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  log.flush();
+  return 0;
+}
+
+async function verifyCommand(config: Config, image: string, opts: { local: boolean; json: boolean; mirror: string }): Promise<number> {
+  if (opts.local) {
+    const r = await verifyLocal(config, image);
+    if (opts.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    else {
+      process.stdout.write(`image   ${image}\ndigest  ${r.digest ?? '-'}\n`);
+      for (const c of r.checks) process.stdout.write(`${c.state.toUpperCase().padEnd(8)} ${c.kind.padEnd(8)} ${c.digest}${c.detail === undefined ? '' : `  (${c.detail})`}\n`);
+      process.stdout.write(r.ok ? 'INTACT\n' : `${r.detail ?? 'CORRUPT: the blobs marked CORRUPT do not match their digests; delete them so the mirror fetches them again'}\n`);
+    }
+    return r.ok ? 0 : r.digest === undefined ? 3 : 1;
+  }
+  const r = await verifyRemote(config, image, opts.mirror);
+  if (opts.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+  else {
+    const line = (name: string, s: typeof r.mirror) => `${name.padEnd(9)} ${s.ok ? `${s.repoDigest}  (${s.detail})` : `FAILED: ${s.detail}`}\n`;
+    process.stdout.write(`image     ${image}\n${line('mirror', r.mirror)}${line('upstream', r.upstream)}${r.result}${r.note === undefined ? '' : `: ${r.note}`}\n`);
+  }
+  return r.result === 'MATCH' ? 0 : r.result === 'MISMATCH' ? 1 : 3;
+}
+
+async function inspectCommand(image: string, opts: { json: boolean; mirror: string }): Promise<number> {
+  const res = await request(`${opts.mirror}/_regmirror/v1/provenance?image=${encodeURIComponent(image)}`).catch((e: unknown) => {
+    throw new Error(`mirror ${opts.mirror} unreachable: ${(e as Error).message}`);
+  });
+  const body = (await res.body.json()) as Record<string, unknown> & { errors?: Array<{ message: string }> };
+  if (res.statusCode !== 200) {
+    process.stderr.write(`regmirror: ${body.errors?.[0]?.message ?? `HTTP ${res.statusCode}`}\n`);
+    return 3;
+  }
+  const p = body as unknown as { registry: string; repository: string; digest: string; size: number; tags: string[]; repoDigests: string[] };
+  const out = {
+    status: { id: p.digest, repoTags: p.tags.map((t) => `${p.registry}/${p.repository}:${t}`), repoDigests: p.repoDigests, size: String(p.size) },
+    info: { provenance: body },
+  };
+  process.stdout.write(opts.json ? `${JSON.stringify(out)}\n` : `${JSON.stringify(out, null, 2)}\n`);
+  return 0;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -34,6 +122,9 @@ async function main(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' },
+        mirror: { type: 'string', short: 'm' },
+        local: { type: 'boolean' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -51,40 +142,24 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`regmirror ${version()}\n`);
     return 0;
   }
-  const command = positionals[0] ?? 'serve';
-  if (command !== 'serve' || positionals.length > 1) {
-    process.stderr.write(`regmirror: unknown command "${positionals.join(' ')}"\n\n${USAGE}`);
+  const [command = 'serve', ...args] = positionals;
+  const wants = command === 'serve' ? 0 : 1;
+  if (!['serve', 'verify', 'inspect'].includes(command) || args.length !== wants) {
+    process.stderr.write(`regmirror: ${['serve', 'verify', 'inspect'].includes(command) ? `${command} takes ${wants === 0 ? 'no arguments' : 'one IMAGE'}` : `unknown command "${command}"`}\n\n${USAGE}`);
     return 2;
   }
-  let config;
+  const config = loadOrExplain(values.config);
+  if (config === undefined) return 2;
+  if (command === 'serve') return serveCommand(config);
+  const image = args[0] ?? '';
+  const mirror = (values.mirror ?? defaultMirrorUrl(config)).replace(/\/+$/, '');
   try {
-    config = loadConfig(values.config ?? process.env.REGMIRROR_CONFIG);
+    if (command === 'verify') return await verifyCommand(config, image, { local: values.local === true, json: values.json === true, mirror });
+    return await inspectCommand(image, { json: values.json === true, mirror });
   } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`regmirror: configuration error: ${e.message}\n`);
-      return 2;
-    }
-    throw e;
+    process.stderr.write(`regmirror: ${e instanceof RegistryError ? e.message : (e as Error).message}\n`);
+    return e instanceof RegistryError ? 2 : 3;
   }
-  const log = createLogger(config.log.level);
-  let server;
-  try {
-    server = await startServer(config, log);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    process.stderr.write(`regmirror: cannot start: ${err.code === 'EADDRINUSE' ? `address ${config.server.listen.host}:${config.server.listen.port} is already in use (server.listen)` : err.message}\n`);
-    return 1;
-  }
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, 'shutting down');
-      void server.close().then(resolve);
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  log.flush();
-  return 0;
 }
 
 main(process.argv.slice(2)).then(

@@ -10,11 +10,12 @@ import { serve } from '@hono/node-server';
 import type { Config } from '../config/index.ts';
 import { createLogger, type Logger } from '../log/index.ts';
 import { FsBlobStore, metaDbPath, blobPath } from '../store/index.ts';
-import { SqliteMetaStore } from '../meta/index.ts';
+import { SqliteMetaStore, SqliteProvenanceStore } from '../meta/index.ts';
 import { UpstreamClient } from '../upstream/index.ts';
-import { Mirror } from '../mirror/index.ts';
+import { Mirror, ProvenanceQuery } from '../mirror/index.ts';
 import { buildRoutingTable } from '../routing/index.ts';
-import { createApp, nodeFetch } from '../server/index.ts';
+import { createAdminApi, createApp, nodeFetch } from '../server/index.ts';
+import type { ListenAddress } from '../config/index.ts';
 import { parseDigest } from '../oci/index.ts';
 
 export interface RunningServer {
@@ -46,13 +47,18 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   if (removed > 0) log.info({ removed }, 'removed leftover temporary files');
   const meta = new SqliteMetaStore(metaDbPath(config.server.dataDir));
   const upstreams = new Map(config.registries.map((r) => [r.host, new UpstreamClient(r, log)]));
-  const mirror = new Mirror({ config, store, meta, upstreams, log });
+  const mirror = new Mirror({ config, store, meta, upstreams, provenance: new SqliteProvenanceStore(meta.database), log });
   const routing = buildRoutingTable(
     config.registries.map((r) => r.host),
     config.namespaces,
     config.defaultRegistry,
   );
-  const app = createApp({ mirror, routing, log });
+  const query = new ProvenanceQuery(meta, mirror.provenance, routing);
+  const hostOf = (l: ListenAddress) => (l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`);
+  const mirrorHost = (hostHeader: string | undefined): string =>
+    hostHeader !== undefined && /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:.]+\](?::\d{1,5})?$/.test(hostHeader) ? hostHeader : hostOf(config.server.listen);
+  const admin = config.api.enabled ? createAdminApi(query, mirrorHost) : undefined;
+  const app = createApp({ mirror, routing, log, ...(admin !== undefined && config.api.listen === undefined ? { admin } : {}) });
   const tls = config.server.tlsCert !== undefined && config.server.tlsKey !== undefined
     ? { cert: readFileSync(config.server.tlsCert), key: readFileSync(config.server.tlsKey) }
     : undefined;
@@ -80,6 +86,18 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   );
   setImmediate(() => sweepMissing(meta, config.server.dataDir, log));
 
+  // The provenance API on its own address, when configured so.
+  let apiServer: ReturnType<typeof serve> | undefined;
+  if (admin !== undefined && config.api.listen !== undefined) {
+    const listen = config.api.listen;
+    apiServer = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+      const s = serve({ fetch: nodeFetch(admin), hostname: listen.host, port: listen.port }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const a = apiServer.address() as AddressInfo;
+    log.info({ listen: `${a.address}:${a.port}`, apiPort: a.port }, 'provenance API listening');
+  }
+
   let closing: Promise<void> | undefined;
   return {
     port: addr.port,
@@ -92,6 +110,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           // Transfers still running after the grace period are cut (clients see a failed transfer and retry).
           setTimeout(() => http.closeAllConnections?.(), 5_000).unref();
         });
+        if (apiServer !== undefined) await new Promise((r) => apiServer?.close(r));
         await mirror.close();
         await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
         meta.close();

@@ -318,6 +318,12 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError(log?.key('level') ?? 'log.level', `"${level}" is not one of ${LOG_LEVELS.join(', ')}`);
   log?.done();
 
+  const apiTable = root.table_('api');
+  const apiEnabled = apiTable?.bool('enabled') ?? true;
+  const apiListenRaw = apiTable?.string('listen');
+  const apiListen = apiListenRaw === undefined || apiListenRaw === '' ? undefined : parseListen(apiTable?.key('listen') ?? 'api.listen', apiListenRaw);
+  apiTable?.done();
+
   const registries = root.tables('registry').map((r) => readRegistry(r, { tagTtlMs, timeouts, offline }, env));
   const hosts = new Set<string>();
   registries.forEach((reg, i) => {
@@ -361,6 +367,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
     server: { listen, dataDir },
     cache: { tagTtlMs, offline, memoryManifestBytes },
     log: { level: level as Config['log']['level'] },
+    api: apiListen === undefined ? { enabled: apiEnabled } : { enabled: apiEnabled, listen: apiListen },
     registries,
     namespaces,
   };

@@ -68,6 +68,8 @@ export interface Config {
     memoryManifestBytes: number;
   };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  /** The read-only provenance API: off, on the main listener (listen undefined), or on its own address. */
+  api: { enabled: boolean; listen?: ListenAddress };
   registries: RegistryConfig[];
   namespaces: NamespaceConfig[];
 }

@@ -1,1 +1,2 @@
 export * from './sqlite-meta-store.ts';
+export * from './provenance-store.ts';

@@ -6,7 +6,8 @@
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 
-export const SCHEMA_VERSION = 1;
+/** 1: blobs, manifests, tags, repo links. 2: provenance records, index children, counters. */
+export const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -35,6 +36,33 @@ CREATE TABLE IF NOT EXISTS repo_content (
   digest      TEXT NOT NULL,
   PRIMARY KEY (repo, digest)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS provenance (
+  repo            TEXT NOT NULL,
+  digest          TEXT NOT NULL,
+  registry        TEXT NOT NULL,
+  repository      TEXT NOT NULL,
+  media_type      TEXT NOT NULL,
+  size            INTEGER NOT NULL,
+  source          TEXT NOT NULL,
+  source_url      TEXT,
+  upstream_digest TEXT,
+  first_fetched   INTEGER NOT NULL,
+  last_checked    INTEGER,
+  last_served     INTEGER,
+  hits            INTEGER NOT NULL DEFAULT 0,
+  misses          INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (repo, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS provenance_by_time ON provenance (first_fetched);
+CREATE TABLE IF NOT EXISTS manifest_children (
+  parent      TEXT NOT NULL,
+  child       TEXT NOT NULL,
+  position    INTEGER NOT NULL,
+  media_type  TEXT,
+  platform    TEXT,
+  PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
 export interface TagRecord {
@@ -81,6 +109,9 @@ export class SqliteMetaStore {
       this.db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
     } else if (Number(row.value) > SCHEMA_VERSION) {
       throw new Error(`metadata schema version ${row.value} is newer than this regmirror understands (${SCHEMA_VERSION})`);
+    } else if (Number(row.value) < SCHEMA_VERSION) {
+      // Every schema step so far only adds tables (CREATE ... IF NOT EXISTS above).
+      this.db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
     }
     const db = this.db;
     this.st = {
@@ -179,6 +210,11 @@ export class SqliteMetaStore {
   /** All blob digests (for the start-up sweep of rows whose files are gone). */
   *blobDigests(): IterableIterator<string> {
     for (const r of this.st.allBlobDigests.iterate()) yield r.digest;
+  }
+
+  /** The open database, for stores that share it (provenance). */
+  get database(): Db {
+    return this.db;
   }
 
   close(): void {

@@ -13,12 +13,14 @@ import {
   digestOf,
   manifestMediaType,
   parseDigest,
+  parseManifestJson,
   referencedDigests,
   type Digest,
 } from '../oci/index.ts';
 import type { FsBlobStore } from '../store/index.ts';
 import { BlobVerifyError, storageUnavailable } from '../store/index.ts';
-import type { SqliteMetaStore, TagRecord } from '../meta/index.ts';
+import type { SqliteMetaStore, TagRecord, SqliteProvenanceStore, ChildManifest } from '../meta/index.ts';
+import { ProvenanceRecorder } from './provenance-recorder.ts';
 import { UpstreamError, type UpstreamClient } from '../upstream/index.ts';
 import type { Logger } from '../log/index.ts';
 import { SingleFlight } from './single-flight.ts';
@@ -35,8 +37,26 @@ export interface MirrorDeps {
   store: FsBlobStore;
   meta: SqliteMetaStore;
   upstreams: ReadonlyMap<string, UpstreamClient>;
+  provenance: SqliteProvenanceStore;
   log: Logger;
   now?: () => number;
+}
+
+/** Global counter names kept by the recorder. */
+export const COUNTERS = {
+  blobHits: 'blob_hits',
+  blobMisses: 'blob_misses',
+  bytesServedFromCache: 'bytes_served_from_cache',
+  bytesServedDuringFill: 'bytes_served_during_fill',
+  bytesFetchedUpstream: 'bytes_fetched_upstream',
+} as const;
+
+/** "os/arch[/variant]" of an index entry's platform, if it has one. */
+function platformOf(p: unknown): string | undefined {
+  if (typeof p !== 'object' || p === null) return undefined;
+  const { os, architecture, variant } = p as { os?: unknown; architecture?: unknown; variant?: unknown };
+  if (typeof os !== 'string' || typeof architecture !== 'string') return undefined;
+  return typeof variant === 'string' ? `${os}/${architecture}/${variant}` : `${os}/${architecture}`;
 }
 
 const ACCESS_FLUSH_MS = 30_000;
@@ -57,6 +77,8 @@ export class Mirror {
   private readonly fills = new Map<string, { repo: string; fill: Promise<BlobFill> }>();
   private readonly accessed = new Map<string, number>();
   private readonly flushTimer: NodeJS.Timeout;
+  /** Provenance records and batched counters (DESIGN §4). */
+  readonly provenance: ProvenanceRecorder;
 
   constructor(deps: MirrorDeps) {
     this.config = deps.config;
@@ -71,6 +93,12 @@ export class Mirror {
     });
     this.flushTimer = setInterval(() => this.flushAccess(), ACCESS_FLUSH_MS);
     this.flushTimer.unref();
+    this.provenance = new ProvenanceRecorder(deps.provenance, (e) => this.log.warn({ err: (e as Error).message }, 'could not record provenance counters'));
+  }
+
+  /** The upstream endpoint configured for a registry (for provenance and verify). */
+  endpointOf(registry: string): string | undefined {
+    return this.upstreams.get(registry)?.registry.endpoint;
   }
 
   /** Fills in flight (for tests and metrics). */
@@ -88,8 +116,9 @@ export class Mirror {
   async getManifest(route: Route): Promise<ManifestResult> {
     const ref = route.reference;
     if (ref === undefined) throw new RegistryError('MANIFEST_UNKNOWN', 'no manifest reference');
-    if (ref.kind === 'digest') return this.manifestByDigest(route, parseDigest(ref.digest));
-    return this.manifestByTag(route, ref.tag);
+    const result = ref.kind === 'digest' ? await this.manifestByDigest(route, parseDigest(ref.digest)) : await this.manifestByTag(route, ref.tag);
+    this.provenance.served(route.localRepo, result.digest, result.cache, this.now());
+    return result;
   }
 
   private upstreamFor(route: Route): UpstreamClient | undefined {
@@ -177,6 +206,7 @@ export class Mirror {
       if (head.digest === rec.digest) {
         const now = this.now();
         this.meta.touchTag(route.localRepo, tag, rec.digest, now);
+        this.provenance.store.checked(route.localRepo, rec.digest, now);
         this.tagCache.set(key, { ...rec, checkedAt: now });
         return { ...cached, digest: rec.digest, cache: 'hit' };
       }
@@ -226,7 +256,32 @@ export class Mirror {
       throw storageUnavailable(e);
     }
     const refs = referencedDigests(res.body);
-    this.meta.putManifest(route.localRepo, digest, mediaType, res.body.byteLength, [...refs.blobs, ...refs.manifests], this.now());
+    const now = this.now();
+    this.meta.putManifest(route.localRepo, digest, mediaType, res.body.byteLength, [...refs.blobs, ...refs.manifests], now);
+    const children: ChildManifest[] = [];
+    for (const m of parseManifestJson(res.body)?.manifests ?? []) {
+      if (typeof m.digest !== 'string') continue;
+      const child: ChildManifest = { digest: m.digest };
+      if (typeof m.mediaType === 'string') child.mediaType = m.mediaType;
+      const platform = platformOf(m.platform);
+      if (platform !== undefined) child.platform = platform;
+      children.push(child);
+    }
+    this.provenance.store.record(
+      route.localRepo,
+      digest,
+      {
+        registry: route.registry ?? 'local',
+        repository: route.upstreamRepo,
+        mediaType,
+        size: res.body.byteLength,
+        source: 'upstream',
+        sourceUrl: up.registry.endpoint,
+        ...(res.digestHeader === undefined ? {} : { upstreamDigest: res.digestHeader }),
+      },
+      now,
+      children,
+    );
     this.manifestCache.set(digest, { bytes: res.body, mediaType });
     this.log.info({ registry: route.registry, repo: route.upstreamRepo, reference, digest, mediaType, bytes: res.body.byteLength, cache: 'miss' }, 'manifest fetched');
     return { bytes: res.body, mediaType, digest };
@@ -306,6 +361,8 @@ export class Mirror {
       cache: 'miss',
       open: async (start = 0, end?: number) => {
         taken = true;
+        this.provenance.add(COUNTERS.blobMisses, 1);
+        this.provenance.add(COUNTERS.bytesServedDuringFill, (end ?? fill.size ?? 0) - start);
         if (fill.size === undefined && (start !== 0 || end !== undefined)) {
           try {
             await fill.done();
@@ -342,6 +399,8 @@ export class Mirror {
       cache: 'hit',
       open: async (start = 0, end?: number): Promise<Readable> => {
         used = true;
+        this.provenance.add(COUNTERS.blobHits, 1);
+        this.provenance.add(COUNTERS.bytesServedFromCache, (end ?? size) - start);
         return handle.createReadStream({ start, ...(end === undefined ? {} : { end: end - 1 }), highWaterMark: 256 * 1024, autoClose: true });
       },
       discard: () => {
@@ -374,6 +433,7 @@ export class Mirror {
         }
         await writer.commit();
         this.meta.putBlob(route.localRepo, d.value, writer.bytesWritten, this.now());
+        this.provenance.add(COUNTERS.bytesFetchedUpstream, writer.bytesWritten);
         this.fills.delete(d.value);
         fill.commit();
         log.info({ bytes: writer.bytesWritten, durationMs: this.now() - started, cache: 'miss' }, 'blob cached');
@@ -476,5 +536,6 @@ export class Mirror {
     const pending = [...this.fills.values()].map((e) => e.fill.then((f) => f.done()).catch(() => undefined));
     await Promise.race([Promise.all(pending), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
     this.flushAccess();
+    this.provenance.close();
   }
 }

@@ -19,6 +19,8 @@ export interface AppDeps {
   mirror: Mirror;
   routing: RoutingTable;
   log: Logger;
+  /** Routes mounted ahead of the registry API (the provenance API), if served on this listener. */
+  admin?: Hono<{ Bindings: HttpBindings }>;
 }
 
 type Headers = Record<string, string | number>;
@@ -66,6 +68,7 @@ function sendError(res: ServerResponse, err: RegistryError, head: boolean, extra
 export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   const { mirror, routing, log } = deps;
   const app = new Hono<{ Bindings: HttpBindings }>();
+  if (deps.admin !== undefined) app.route('/', deps.admin);
 
   app.all('*', async (c) => {
     const req: IncomingMessage = c.env.incoming;

@@ -1,2 +1,3 @@
 export * from './app.ts';
 export * from './range.ts';
+export * from './admin-api.ts';

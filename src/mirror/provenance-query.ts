@@ -1,0 +1,159 @@
+/**
+ * Read side of provenance for the API and the CLI: an image reference → its record, the repo
+ * digests through every way the mirror can be addressed, tags, index children; lists; a summary.
+ */
+import { RegistryError, assertRepoName, assertTag, parseDigest } from '../oci/index.ts';
+import { canonicalRegistryHost, DOCKER_HUB } from '../config/docker-hub.ts';
+import { looksLikeHost, type RoutingTable } from '../routing/index.ts';
+import type { ProvenanceRecord, SqliteMetaStore, ProvenanceFilter } from '../meta/index.ts';
+import type { ProvenanceRecorder } from './provenance-recorder.ts';
+import { COUNTERS } from './mirror.ts';
+
+export interface ImageRef {
+  registry: string;
+  repository: string;
+  tag?: string;
+  digest?: string;
+}
+
+/**
+ * Parses `[registry/]repo[:tag][@digest]` the way container tools do: a first component with a
+ * dot, a colon or `localhost` is the registry, else the default; Docker Hub gets `library/`.
+ * Throws RegistryError NAME_INVALID / TAG_INVALID / DIGEST_INVALID / DENIED.
+ */
+export function parseImageRef(image: string, table: RoutingTable): ImageRef {
+  let rest = image.trim();
+  let digest: string | undefined;
+  const at = rest.indexOf('@');
+  if (at >= 0) {
+    digest = parseDigest(rest.slice(at + 1)).value;
+    rest = rest.slice(0, at);
+  }
+  const parts = rest.split('/');
+  let registry: string;
+  if (parts.length > 1 && looksLikeHost(parts[0] ?? '')) {
+    registry = canonicalRegistryHost(parts.shift() ?? '');
+  } else {
+    if (table.defaultRegistry === '') throw new RegistryError('NAME_INVALID', `"${image}" names no registry and no default_registry is configured`);
+    registry = table.defaultRegistry;
+  }
+  if (!table.registries.has(registry)) throw new RegistryError('DENIED', `registry "${registry}" is not mirrored here`);
+  let last = parts.pop() ?? '';
+  let tag: string | undefined;
+  const colon = last.indexOf(':');
+  if (colon >= 0) {
+    tag = last.slice(colon + 1);
+    last = last.slice(0, colon);
+    assertTag(tag);
+  }
+  parts.push(last);
+  let repository = parts.join('/');
+  assertRepoName(repository);
+  if (registry === DOCKER_HUB && parts.length === 1) repository = `library/${repository}`;
+  if (tag === undefined && digest === undefined) tag = 'latest';
+  const ref: ImageRef = { registry, repository };
+  if (tag !== undefined) ref.tag = tag;
+  if (digest !== undefined) ref.digest = digest;
+  return ref;
+}
+
+const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
+
+export interface ImageProvenance {
+  image: string;
+  registry: string;
+  repository: string;
+  tag: string | null;
+  digest: string;
+  mediaType: string;
+  size: number;
+  repoDigests: string[];
+  tags: string[];
+  source: { type: string; url: string | null };
+  upstreamDigest: string | null;
+  firstFetched: string | null;
+  lastChecked: string | null;
+  lastServed: string | null;
+  hits: number;
+  misses: number;
+  children: Array<{ digest: string; mediaType: string | null; platform: string | null }>;
+}
+
+export class ProvenanceQuery {
+  constructor(
+    private readonly meta: SqliteMetaStore,
+    private readonly recorder: ProvenanceRecorder,
+    private readonly table: RoutingTable,
+  ) {}
+
+  /** Every repo digest an image has: at the source and through each way of addressing the mirror. */
+  repoDigests(registry: string, repository: string, digest: string, mirrorHost: string): string[] {
+    const out = [`${registry}/${repository}@${digest}`, `${mirrorHost}/${registry}/${repository}@${digest}`];
+    for (const [ns, reg] of this.table.namespaces) if (reg === registry) out.push(`${mirrorHost}/${ns}/${repository}@${digest}`);
+    if (registry === this.table.defaultRegistry) {
+      const short = registry === DOCKER_HUB && repository.startsWith('library/') && repository.split('/').length === 2 ? repository.slice(8) : repository;
+      out.push(`${mirrorHost}/${short}@${digest}`);
+    }
+    return out;
+  }
+
+  private render(rec: ProvenanceRecord, image: string, tag: string | undefined, mirrorHost: string): ImageProvenance {
+    return {
+      image,
+      registry: rec.registry,
+      repository: rec.repository,
+      tag: tag ?? null,
+      digest: rec.digest,
+      mediaType: rec.mediaType,
+      size: rec.size,
+      repoDigests: this.repoDigests(rec.registry, rec.repository, rec.digest, mirrorHost),
+      tags: this.recorder.store.tagsFor(rec.repo, rec.digest),
+      source: { type: rec.source, url: rec.sourceUrl ?? null },
+      upstreamDigest: rec.upstreamDigest ?? null,
+      firstFetched: iso(rec.firstFetched),
+      lastChecked: iso(rec.lastChecked),
+      lastServed: iso(rec.lastServed),
+      hits: rec.hits,
+      misses: rec.misses,
+      children: this.recorder.store.children(rec.digest).map((c) => ({ digest: c.digest, mediaType: c.mediaType ?? null, platform: c.platform ?? null })),
+    };
+  }
+
+  /** The provenance of one image as cached. Throws RegistryError MANIFEST_UNKNOWN when the mirror has not stored it. */
+  describe(image: string, mirrorHost: string): ImageProvenance {
+    this.recorder.flush();
+    const ref = parseImageRef(image, this.table);
+    const repo = `${ref.registry}/${ref.repository}`;
+    const digest = ref.digest ?? (ref.tag === undefined ? undefined : this.meta.getTag(repo, ref.tag)?.digest);
+    const rec = digest === undefined ? undefined : this.recorder.store.get(repo, digest);
+    if (rec === undefined) throw new RegistryError('MANIFEST_UNKNOWN', `${image} has not been pulled through this mirror`);
+    return this.render(rec, image, ref.tag, mirrorHost);
+  }
+
+  list(filter: ProvenanceFilter, mirrorHost: string): ImageProvenance[] {
+    this.recorder.flush();
+    return this.recorder.store.list(filter).map((rec) => this.render(rec, `${rec.registry}/${rec.repository}@${rec.digest}`, undefined, mirrorHost));
+  }
+
+  summary(): Record<string, number> {
+    this.recorder.flush();
+    const t = this.recorder.store.totals();
+    const c = this.recorder.store.counters();
+    const blobHits = c[COUNTERS.blobHits] ?? 0;
+    const blobMisses = c[COUNTERS.blobMisses] ?? 0;
+    const requests = t.hits + t.misses + blobHits + blobMisses;
+    return {
+      manifests: t.manifests,
+      manifestHits: t.hits,
+      manifestMisses: t.misses,
+      blobs: t.blobs,
+      blobBytesCached: t.blobBytes,
+      blobHits,
+      blobMisses,
+      hitRatio: requests === 0 ? 0 : (t.hits + blobHits) / requests,
+      bytesServedFromCache: c[COUNTERS.bytesServedFromCache] ?? 0,
+      bytesServedDuringFill: c[COUNTERS.bytesServedDuringFill] ?? 0,
+      bytesFetchedUpstream: c[COUNTERS.bytesFetchedUpstream] ?? 0,
+    };
+  }
+}
