@@ -3,7 +3,7 @@
  * configured address, and shuts down cleanly on SIGINT/SIGTERM (in-flight fills get a few seconds).
  */
 import { readFileSync } from 'node:fs';
-import { existsSync } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
@@ -23,17 +23,28 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Forgets blob rows whose files are gone (run in the background after start-up). */
-function sweepMissing(meta: SqliteMetaStore, dataDir: string, log: Logger): void {
+/**
+ * Forgets blob rows whose files are gone. Runs in the background after start-up in slices of 500
+ * rows, yielding to the event loop between slices so requests are never held up by it.
+ */
+async function sweepMissing(meta: SqliteMetaStore, dataDir: string, log: Logger): Promise<void> {
+  const digests = [...meta.blobDigests()];
   let forgotten = 0;
-  for (const digest of [...meta.blobDigests()]) {
-    try {
-      if (!existsSync(blobPath(dataDir, parseDigest(digest)))) {
-        meta.forgetBlob(digest);
-        forgotten++;
-      }
-    } catch {
-      meta.forgetBlob(digest);
+  for (let i = 0; i < digests.length; i += 500) {
+    await new Promise((r) => setImmediate(r));
+    const missing = await Promise.all(
+      digests.slice(i, i + 500).map(async (digest) => {
+        try {
+          await access(blobPath(dataDir, parseDigest(digest)));
+          return undefined;
+        } catch {
+          return digest;
+        }
+      }),
+    );
+    for (const d of missing) {
+      if (d === undefined) continue;
+      meta.forgetBlob(d);
       forgotten++;
     }
   }
@@ -84,7 +95,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     { listen: `${addr.address}:${addr.port}`, port: addr.port, tls: tls !== undefined, dataDir: config.server.dataDir, registries: config.registries.map((r) => r.host), defaultRegistry: config.defaultRegistry },
     'regmirror listening',
   );
-  setImmediate(() => sweepMissing(meta, config.server.dataDir, log));
+  void sweepMissing(meta, config.server.dataDir, log).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up sweep failed'));
 
   // The provenance API on its own address, when configured so.
   let apiServer: ReturnType<typeof serve> | undefined;

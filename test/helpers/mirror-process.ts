@@ -8,6 +8,7 @@ export const ROOT = resolve(import.meta.dirname, '../..');
 export const BIN = join(ROOT, 'bin/regmirror.js');
 
 export interface MirrorProcess {
+  pid: number;
   port: number;
   url: string;
   /** host:port, as clients write it in image references. */
@@ -56,6 +57,7 @@ export async function startMirror(dir: string, toml: string, env: NodeJS.Process
     throw e;
   }
   return {
+    pid: child.pid ?? 0,
     port,
     url: `http://127.0.0.1:${port}`,
     hostPort: `127.0.0.1:${port}`,

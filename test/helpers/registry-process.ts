@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { freePort, waitFor } from './net.ts';
 
 export interface RegistryProcess {
+  pid: number;
   port: number;
   url: string;
   dir: string;
@@ -94,6 +95,7 @@ ${extraYaml}`,
       .split('\n')
       .filter((l) => l.includes(`"${method} `) && l.includes(pathFragment)).length;
   return {
+    pid: child.pid ?? 0,
     port,
     url,
     dir,

@@ -1,0 +1,69 @@
+/** Benchmark tools: the `hey` load generator, an RSS sampler, byte counting from access logs. */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface LoadResult {
+  rps: number;
+  p99Ms: number;
+  ok: number;
+  other: number;
+}
+
+/** Runs hey (Debian package `hey`; handles HEAD correctly) against one URL. */
+export async function hey(url: string, method: 'GET' | 'HEAD', seconds: number, connections = 64, headers: Record<string, string> = {}): Promise<LoadResult> {
+  const args = ['-z', `${seconds}s`, '-c', String(connections), '-m', method, '-disable-compression'];
+  for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
+  const { stdout } = await run('hey', [...args, url], { timeout: (seconds + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
+  const p99 = Number(/99% in ([\d.]+) secs/.exec(stdout)?.[1] ?? NaN) * 1000;
+  let ok = 0;
+  let other = 0;
+  for (const m of stdout.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)) {
+    if (m[1] === '200') ok += Number(m[2]);
+    else other += Number(m[2]);
+  }
+  const errors = /Error distribution:\s*\n\s+\[(\d+)\]/.exec(stdout);
+  if (errors !== null) other += Number(errors[1]);
+  return { rps, p99Ms: p99, ok, other };
+}
+
+/** Samples a process's resident set size from /proc every 50 ms; `peakMiB()` is the highest seen. */
+export class RssSampler {
+  private peak = 0;
+  private readonly timer: NodeJS.Timeout;
+  constructor(private readonly pid: number) {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), 50);
+  }
+  private sample(): void {
+    try {
+      const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${this.pid}/status`, 'utf8'))?.[1] ?? 0);
+      if (kb > this.peak) this.peak = kb;
+    } catch {
+      /* process gone */
+    }
+  }
+  /** Stops sampling and returns the peak in MiB. */
+  stop(): number {
+    clearInterval(this.timer);
+    this.sample();
+    return this.peak / 1024;
+  }
+}
+
+/** Sum of response bytes and count of blob GETs (status 200) in a combined access log, for lines after `fromLine`. */
+export function upstreamBlobTraffic(logFile: string, fromLine = 0, digest?: string): { bytes: number; gets: number; lines: number } {
+  const lines = readFileSync(logFile, 'utf8').split('\n');
+  let bytes = 0;
+  let gets = 0;
+  for (const line of lines.slice(fromLine)) {
+    const m = /"GET [^"]*\/blobs\/(sha256:[0-9a-f]{64}) HTTP\/[\d.]+" 200 (\d+)/.exec(line);
+    if (m === null || (digest !== undefined && m[1] !== digest)) continue;
+    bytes += Number(m[2]);
+    gets++;
+  }
+  return { bytes, gets, lines: lines.length - 1 };
+}
