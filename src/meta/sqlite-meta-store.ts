@@ -203,6 +203,14 @@ export class SqliteMetaStore {
     this.st.forgetBlob.run(digest);
   }
 
+  /** Forgets many blob rows in one transaction. */
+  forgetBlobs(digests: readonly string[]): void {
+    if (digests.length === 0) return;
+    this.db.transaction(() => {
+      for (const d of digests) this.st.forgetBlob.run(d);
+    })();
+  }
+
   forgetManifest(digest: string): void {
     this.st.forgetManifest.run(digest);
   }

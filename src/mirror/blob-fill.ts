@@ -3,8 +3,7 @@
  * readers. Readers tail the temp file with positional reads on the writer's own file handle, so a
  * slow client never slows the fill and a disconnect never stops it.
  *
- * Integrity rule: a reader never emits its last byte until the fill is committed (size and digest
- * verified). A cut or wrong upstream body therefore always reaches the client as a failed transfer,
+ * Integrity rule: a reader never emits its last byte until the fill's size and digest are verified. A cut or wrong upstream body therefore always reaches the client as a failed transfer,
  * never as a complete-looking one.
  */
 import { EventEmitter } from 'node:events';
@@ -13,7 +12,8 @@ import type { BlobWriter } from '../store/index.ts';
 
 const READ_CHUNK = 256 * 1024;
 
-export type FillState = 'filling' | 'committed' | 'failed';
+/** filling → verified (digest checked: readers may finish) → committed (durable, in place); or failed. */
+export type FillState = 'filling' | 'verified' | 'committed' | 'failed';
 
 export class BlobFill extends EventEmitter {
   state: FillState = 'filling';
@@ -35,6 +35,12 @@ export class BlobFill extends EventEmitter {
 
   /** Called by the filler after each chunk is on disk. */
   progress(): void {
+    this.emit('change');
+  }
+
+  /** Called by the filler once size and digest are checked: readers may now send their last byte. */
+  verified(): void {
+    this.state = 'verified';
     this.emit('change');
   }
 
@@ -126,7 +132,7 @@ export class BlobFill extends EventEmitter {
             stream.destroy(fill.error ?? new Error('blob fill failed'));
             return;
           }
-          const committed = fill.state === 'committed';
+          const committed = fill.state === 'verified' || fill.state === 'committed';
           if (committed && pos >= (target ?? fill.written)) {
             stream.push(null);
             release();

@@ -431,7 +431,9 @@ export class Mirror {
           await writer.write(chunk as Buffer);
           fill.progress();
         }
-        await writer.commit();
+        await writer.verify();
+        fill.verified();
+        await writer.persist();
         this.meta.putBlob(route.localRepo, d.value, writer.bytesWritten, this.now());
         this.provenance.add(COUNTERS.bytesFetchedUpstream, writer.bytesWritten);
         this.fills.delete(d.value);

@@ -29,6 +29,7 @@ export class BlobWriter {
   private readonly hasher: Hash;
   private written = 0;
   private finished = false;
+  private verified = false;
 
   constructor(
     private readonly store: FsBlobStore,
@@ -60,10 +61,10 @@ export class BlobWriter {
   }
 
   /**
-   * Verifies size and digest, fsyncs and renames into place. Does not close `handle`.
-   * Throws BlobVerifyError (temp file removed) when the content is wrong.
+   * Checks size and digest of what was written. Throws BlobVerifyError (temp file removed) when the
+   * content is wrong. After it succeeds the bytes may be handed out; persist() makes them durable.
    */
-  async commit(): Promise<void> {
+  async verify(): Promise<void> {
     if (this.finished) throw new Error('BlobWriter already finished');
     this.finished = true;
     const actual = `${this.digest.algorithm}:${this.hasher.digest('hex')}`;
@@ -75,8 +76,20 @@ export class BlobWriter {
       await rm(this.tempPath, { force: true });
       throw new BlobVerifyError(`digest mismatch: expected ${this.digest.value}, content hashes to ${actual}`);
     }
+    this.verified = true;
+  }
+
+  /** fsyncs the verified file and renames it to its content address. Does not close `handle`. */
+  async persist(): Promise<void> {
+    if (!this.verified) throw new Error('BlobWriter.persist before verify');
     await this.handle.sync();
     await this.store.place(this.tempPath, this.digest);
+  }
+
+  /** verify() then persist(). Throws BlobVerifyError when the content is wrong. */
+  async commit(): Promise<void> {
+    await this.verify();
+    await this.persist();
   }
 
   /** Discards the temp file. Does not close `handle`. Safe to call more than once. */

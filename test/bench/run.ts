@@ -13,7 +13,7 @@
  * Prints one table with both proxies, the ratio and the target, and writes it as JSON and markdown
  * to bench-results/. BENCH_SECONDS sets each load phase's length (default 5).
  */
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -252,13 +252,19 @@ async function main(): Promise<void> {
     await store.init();
     const meta = new SqliteMetaStore(metaDbPath(dataDir));
     const now = Date.now();
-    const fill = meta.database.transaction(() => {
-      for (let i = 0; i < 100_000; i++) {
-        const d = `sha256:${createHash('sha256').update(`blob-${i}`).digest('hex')}`;
-        meta.putBlob(`gcr.io/scale/r${i % 1000}`, d, 7 + String(i).length, now);
-      }
-    });
-    fill();
+    // 100k real (tiny) blob files with their rows, as a long-running cache would have.
+    const blobRows: Array<[string, number]> = [];
+    for (let i = 0; i < 100_000; i++) {
+      const content = Buffer.from(`blob-${i}`);
+      const hex = createHash('sha256').update(content).digest('hex');
+      const dir = join(dataDir, 'blobs', 'sha256', hex.slice(0, 2));
+      if (i < 256 || !existsSync(dir)) mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, hex), content);
+      blobRows.push([`sha256:${hex}`, content.length]);
+    }
+    meta.database.transaction(() => {
+      blobRows.forEach(([d, size], i) => meta.putBlob(`gcr.io/scale/r${i % 1000}`, d, size, now));
+    })();
     const tags: string[] = [];
     const tagFill: Array<{ tag: string; digest: string; bytes: Buffer }> = [];
     for (let i = 0; i < 20_000; i++) {

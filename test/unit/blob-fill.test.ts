@@ -65,6 +65,22 @@ test('a reader never emits its last byte before the digest is verified; a bad fi
   assert.deepEqual(readdirSync(join(store.dataDir, 'tmp')), [], 'temp file removed');
 });
 
+test('readers finish once the digest is verified, before the file is fsynced and renamed', async () => {
+  const content = Buffer.from('verified-before-durable');
+  const { writer, fill, store, d } = await setup(content);
+  fill.acquire();
+  const reader = collect(fill.createReader());
+  await writer.write(content);
+  fill.progress();
+  await writer.verify();
+  fill.verified();
+  assert.deepEqual(await reader, content, 'complete before persist');
+  assert.equal(await store.stat(d), undefined, 'not yet in place');
+  await writer.persist();
+  fill.commit();
+  assert.equal(await store.stat(d), content.length);
+});
+
 test('a short body fails verification on size', async () => {
   const content = Buffer.from('abcdef');
   const { writer } = await setup(content);
