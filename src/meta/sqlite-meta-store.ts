@@ -199,10 +199,6 @@ export class SqliteMetaStore {
     return this.st.hasLink.get(repo, digest) !== undefined;
   }
 
-  forgetBlob(digest: string): void {
-    this.st.forgetBlob.run(digest);
-  }
-
   /** Forgets many blob rows in one transaction. */
   forgetBlobs(digests: readonly string[]): void {
     if (digests.length === 0) return;

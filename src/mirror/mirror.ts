@@ -96,15 +96,6 @@ export class Mirror {
     this.provenance = new ProvenanceRecorder(deps.provenance, (e) => this.log.warn({ err: (e as Error).message }, 'could not record provenance counters'));
   }
 
-  /** The upstream endpoint configured for a registry (for provenance and verify). */
-  endpointOf(registry: string): string | undefined {
-    return this.upstreams.get(registry)?.registry.endpoint;
-  }
-
-  /** Fills in flight (for tests and metrics). */
-  get activeFills(): number {
-    return this.fills.size;
-  }
 
   // ---------------------------------------------------------------- manifests
 

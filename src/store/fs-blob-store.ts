@@ -171,17 +171,6 @@ export class FsBlobStore {
     }
   }
 
-  /** Removes a committed blob; true when it existed. */
-  async delete(d: Digest): Promise<boolean> {
-    try {
-      await rm(blobPath(this.dataDir, d));
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw e;
-    }
-  }
-
   /** Moves a verified temp file to its content address and makes the rename durable. */
   async place(tempPath: string, d: Digest): Promise<void> {
     const target = blobPath(this.dataDir, d);
