@@ -15,7 +15,7 @@ import { UpstreamClient } from '../upstream/index.ts';
 import { Mirror, ProvenanceQuery } from '../mirror/index.ts';
 import { buildRoutingTable } from '../routing/index.ts';
 import { createAdminApi, createApp, nodeFetch } from '../server/index.ts';
-import type { ListenAddress } from '../config/index.ts';
+import { formatListen } from '../config/index.ts';
 import { parseDigest } from '../oci/index.ts';
 
 export interface RunningServer {
@@ -61,9 +61,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     config.defaultRegistry,
   );
   const query = new ProvenanceQuery(meta, mirror.provenance, routing);
-  const hostOf = (l: ListenAddress) => (l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`);
   const mirrorHost = (hostHeader: string | undefined): string =>
-    hostHeader !== undefined && /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:.]+\](?::\d{1,5})?$/.test(hostHeader) ? hostHeader : hostOf(config.server.listen);
+    hostHeader !== undefined && /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:.]+\](?::\d{1,5})?$/.test(hostHeader) ? hostHeader : formatListen(config.server.listen);
   const admin = config.api.enabled ? createAdminApi(query, mirrorHost) : undefined;
   const app = createApp({ mirror, routing, log, ...(admin !== undefined && config.api.listen === undefined ? { admin } : {}) });
   const tls = config.server.tlsCert !== undefined && config.server.tlsKey !== undefined

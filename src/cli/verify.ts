@@ -7,7 +7,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { request } from 'undici';
-import type { Config } from '../config/index.ts';
+import { formatListen, type Config } from '../config/index.ts';
 import { createLogger } from '../log/index.ts';
 import { MANIFEST_ACCEPT, digestOf, isIndexType, newHasher, parseDigest, parseManifestJson, referencedDigests } from '../oci/index.ts';
 import { buildRoutingTable } from '../routing/index.ts';
@@ -30,8 +30,8 @@ export function routingOf(config: Config) {
 /** The URL the mirror of `config` answers on (a wildcard listen address is reached on loopback). */
 export function defaultMirrorUrl(config: Config): string {
   const { host, port } = config.server.listen;
-  const h = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  return `${config.server.tlsCert === undefined ? 'http' : 'https'}://${h.includes(':') ? `[${h}]` : h}:${port}`;
+  const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return `${config.server.tlsCert === undefined ? 'http' : 'https'}://${formatListen({ host: reachable, port })}`;
 }
 
 const refOf = (ref: ImageRef): string => ref.digest ?? ref.tag ?? 'latest';

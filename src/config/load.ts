@@ -152,6 +152,11 @@ export function parseListen(keyPath: string, s: string): ListenAddress {
   return { host: host === '' ? '0.0.0.0' : host, port };
 }
 
+/** "host:port", with brackets around an IPv6 host. */
+export function formatListen(l: ListenAddress): string {
+  return l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
+}
+
 const REGISTRY_HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d{1,5})?$/;
 
 function readEndpoint(r: TableReader, host: string): string {

@@ -3,8 +3,8 @@
  * digests through every way the mirror can be addressed, tags, index children; lists; a summary.
  */
 import { RegistryError, assertRepoName, assertTag, parseDigest } from '../oci/index.ts';
-import { canonicalRegistryHost, DOCKER_HUB } from '../config/docker-hub.ts';
-import { looksLikeHost, type RoutingTable } from '../routing/index.ts';
+import { DOCKER_HUB } from '../config/docker-hub.ts';
+import { configuredRegistry, looksLikeHost, upstreamRepoName, type RoutingTable } from '../routing/index.ts';
 import type { ProvenanceRecord, SqliteMetaStore, ProvenanceFilter } from '../meta/index.ts';
 import type { ProvenanceRecorder } from './provenance-recorder.ts';
 import { COUNTERS } from './mirror.ts';
@@ -32,12 +32,11 @@ export function parseImageRef(image: string, table: RoutingTable): ImageRef {
   const parts = rest.split('/');
   let registry: string;
   if (parts.length > 1 && looksLikeHost(parts[0] ?? '')) {
-    registry = canonicalRegistryHost(parts.shift() ?? '');
+    registry = configuredRegistry(parts.shift() ?? '', table, 'registry in image reference');
   } else {
     if (table.defaultRegistry === '') throw new RegistryError('NAME_INVALID', `"${image}" names no registry and no default_registry is configured`);
     registry = table.defaultRegistry;
   }
-  if (!table.registries.has(registry)) throw new RegistryError('DENIED', `registry "${registry}" is not mirrored here`);
   let last = parts.pop() ?? '';
   let tag: string | undefined;
   const colon = last.indexOf(':');
@@ -47,9 +46,8 @@ export function parseImageRef(image: string, table: RoutingTable): ImageRef {
     assertTag(tag);
   }
   parts.push(last);
-  let repository = parts.join('/');
-  assertRepoName(repository);
-  if (registry === DOCKER_HUB && parts.length === 1) repository = `library/${repository}`;
+  assertRepoName(parts.join('/'));
+  const repository = upstreamRepoName(registry, parts);
   if (tag === undefined && digest === undefined) tag = 'latest';
   const ref: ImageRef = { registry, repository };
   if (tag !== undefined) ref.tag = tag;

@@ -3,7 +3,7 @@
  * regmirror accepts sha256 and sha512, each in its canonical lower-case hex form.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { RegistryError } from './errors.ts';
+import { RegistryError, clip } from './errors.ts';
 
 /** A validated digest split into its parts. */
 export interface Digest {
@@ -53,8 +53,4 @@ export function newHasher(algorithm: Digest['algorithm']): Hash {
 /** Digest of a byte buffer in the given algorithm (default sha256), as `algorithm:hex`. */
 export function digestOf(bytes: Uint8Array, algorithm: Digest['algorithm'] = 'sha256'): string {
   return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
-}
-
-function clip(s: string): string {
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }

@@ -76,3 +76,8 @@ export function renderErrorBody(err: RegistryError): string {
   if (err.detail !== undefined) entry.detail = err.detail;
   return JSON.stringify({ errors: [entry] });
 }
+
+/** Shortens client-supplied text for an error message: at most `max` characters, "..." when cut. */
+export function clip(s: string, max = 80): string {
+  return s.length > max ? `${s.slice(0, max - 3)}...` : s;
+}

@@ -1,7 +1,7 @@
 /**
  * The OCI distribution-spec grammar for repository names and tags (§"Pulling manifests").
  */
-import { RegistryError } from './errors.ts';
+import { RegistryError, clip } from './errors.ts';
 
 /** `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*` */
 const NAME_COMPONENT = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
@@ -22,10 +22,9 @@ export function isValidRepoName(name: string): boolean {
 /** Throws NAME_INVALID naming the rule when `name` is not a valid repository name. */
 export function assertRepoName(name: string): void {
   if (!isValidRepoName(name)) {
-    const shown = name.length > 80 ? `${name.slice(0, 77)}...` : name;
     throw new RegistryError(
       'NAME_INVALID',
-      `invalid repository name "${shown}": use lower-case letters, digits and . _ - separators between path components, at most ${MAX_NAME_LENGTH} characters`,
+      `invalid repository name "${clip(name)}": use lower-case letters, digits and . _ - separators between path components, at most ${MAX_NAME_LENGTH} characters`,
     );
   }
 }
@@ -38,7 +37,6 @@ export function isValidTag(tag: string): boolean {
 /** Throws TAG_INVALID when `tag` is not a valid tag. */
 export function assertTag(tag: string): void {
   if (!isValidTag(tag)) {
-    const shown = tag.length > 80 ? `${tag.slice(0, 77)}...` : tag;
-    throw new RegistryError('TAG_INVALID', `invalid tag "${shown}": tags are 1-128 characters of [A-Za-z0-9_.-], not starting with . or -`);
+    throw new RegistryError('TAG_INVALID', `invalid tag "${clip(tag)}": tags are 1-128 characters of [A-Za-z0-9_.-], not starting with . or -`);
   }
 }

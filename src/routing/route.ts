@@ -11,7 +11,7 @@
  * Docker Hub gets `library/` for one-segment names. Unconfigured registries are refused: the mirror
  * is never an open proxy.
  */
-import { RegistryError, assertRepoName, assertTag, looksLikeDigest, parseDigest } from '../oci/index.ts';
+import { RegistryError, assertRepoName, assertTag, clip as clipTo, looksLikeDigest, parseDigest } from '../oci/index.ts';
 import { canonicalRegistryHost, DOCKER_HUB } from '../config/docker-hub.ts';
 
 export type RouteKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload';
@@ -97,6 +97,24 @@ function notMirrored(host: string, table: RoutingTable): RegistryError {
   });
 }
 
+/**
+ * The canonical host of a registry a client named (an `ns` value, a path segment, an image
+ * reference). Throws NAME_INVALID for a malformed host, DENIED for one that is not configured:
+ * the mirror is never an open proxy.
+ */
+export function configuredRegistry(host: string, table: RoutingTable, label: string): string {
+  if (!HOST_GRAMMAR.test(host)) throw new RegistryError('NAME_INVALID', `invalid ${label} "${clip(host)}": expected a registry host such as gcr.io`);
+  const registry = canonicalRegistryHost(host);
+  if (!table.registries.has(registry)) throw notMirrored(registry, table);
+  return registry;
+}
+
+/** The repository name as its registry knows it: Docker Hub gives one-segment names `library/`. */
+export function upstreamRepoName(registry: string | undefined, segments: readonly string[]): string {
+  const repo = segments.join('/');
+  return registry === DOCKER_HUB && segments.length === 1 ? `library/${repo}` : repo;
+}
+
 function parseReference(kind: RouteKind, raw: string | undefined): Reference | undefined {
   if (raw === undefined) return undefined;
   if (kind === 'manifest' && !looksLikeDigest(raw)) {
@@ -145,16 +163,11 @@ export function routeRequest(path: string, ns: string | undefined, table: Routin
   if (local) {
     via = 'local';
   } else if (ns !== undefined && ns !== '') {
-    if (!HOST_GRAMMAR.test(ns)) throw new RegistryError('NAME_INVALID', `invalid ns parameter "${clip(ns)}": expected a registry host such as gcr.io`);
-    registry = canonicalRegistryHost(ns);
-    if (!table.registries.has(registry)) throw notMirrored(registry, table);
+    registry = configuredRegistry(ns, table, 'ns parameter');
     via = 'ns';
     ociNamespace = registry;
   } else if (looksLikeHost(segments[0] ?? '') && segments.length > 1) {
-    const host = segments[0] ?? '';
-    if (!HOST_GRAMMAR.test(host)) throw new RegistryError('NAME_INVALID', `invalid registry host "${clip(host)}" in path`);
-    registry = canonicalRegistryHost(host);
-    if (!table.registries.has(registry)) throw notMirrored(registry, table);
+    registry = configuredRegistry(segments[0] ?? '', table, 'registry host in path');
     segments = segments.slice(1);
     via = 'host';
   } else if (registry === undefined) {
@@ -164,9 +177,8 @@ export function routeRequest(path: string, ns: string | undefined, table: Routin
     registry = table.defaultRegistry;
   }
 
-  let repo = segments.join('/');
-  assertRepoName(repo);
-  if (registry === DOCKER_HUB && segments.length === 1) repo = `library/${repo}`;
+  assertRepoName(segments.join('/'));
+  const repo = upstreamRepoName(registry, segments);
   const route: Route = {
     kind: split.kind,
     registry: local ? undefined : registry,
@@ -183,5 +195,5 @@ export function routeRequest(path: string, ns: string | undefined, table: Routin
 }
 
 function clip(s: string): string {
-  return s.length > 100 ? `${s.slice(0, 97)}...` : s;
+  return clipTo(s, 100);
 }

@@ -85,3 +85,15 @@ test('looksLikeHost follows DESIGN §1: a dot, a colon, or localhost', () => {
   assert.equal(looksLikeHost('host:5000'), true);
   assert.equal(looksLikeHost('library'), false);
 });
+
+test('image references resolve by the same registry rule as request paths', async () => {
+  const { parseImageRef } = await import('../../src/mirror/index.ts');
+  const D2 = `sha256:${'cd'.repeat(32)}`;
+  assert.deepEqual(parseImageRef('nginx', table), { registry: 'docker.io', repository: 'library/nginx', tag: 'latest' });
+  assert.deepEqual(parseImageRef('index.docker.io/bitnami/redis:7', table), { registry: 'docker.io', repository: 'bitnami/redis', tag: '7' });
+  assert.deepEqual(parseImageRef(`gcr.io/foo/bar@${D2}`, table), { registry: 'gcr.io', repository: 'foo/bar', digest: D2 });
+  assert.deepEqual(parseImageRef('registry.local:5000/team/app:v1', table), { registry: 'registry.local:5000', repository: 'team/app', tag: 'v1' });
+  assert.throws(() => parseImageRef('evil.com/x:1', table), (e: unknown) => e instanceof RegistryError && e.code === 'DENIED');
+  assert.throws(() => parseImageRef('-bad-.io/x:1', table), (e: unknown) => e instanceof RegistryError && e.code === 'NAME_INVALID');
+  assert.throws(() => parseImageRef('gcr.io/Foo:1', table), (e: unknown) => e instanceof RegistryError && e.code === 'NAME_INVALID');
+});
