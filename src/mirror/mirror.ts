@@ -290,6 +290,7 @@ export class Mirror {
     if (ref?.kind !== 'digest') throw new RegistryError('DIGEST_INVALID', 'blob reference must be a digest');
     const d = parseDigest(ref.digest);
     const up = this.upstreamFor(route);
+    const blobError = (e: unknown): RegistryError => this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
 
     const local = await this.openLocal(d);
     if (local !== undefined) {
@@ -302,7 +303,7 @@ export class Mirror {
           return local;
         } catch (e) {
           local.discard();
-          throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+          throw blobError(e);
         }
       }
       local.discard();
@@ -313,13 +314,13 @@ export class Mirror {
     if (inflight !== undefined && inflight.repo !== route.localRepo && !this.isLinked(route.localRepo, d.value)) {
       // Joining another repository's download: the upstream must confirm this repository holds it.
       await up.headBlob(route.upstreamRepo, d.value).catch((e: unknown) => {
-        throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+        throw blobError(e);
       });
       this.meta.link(route.localRepo, d.value);
     }
     if (headOnly && inflight === undefined) {
       const size = await up.headBlob(route.upstreamRepo, d.value).catch((e: unknown) => {
-        throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+        throw blobError(e);
       });
       return { digest: d.value, size, cache: 'miss', open: () => Promise.reject(new Error('HEAD result has no body')), discard: () => undefined };
     }
@@ -336,9 +337,9 @@ export class Mirror {
     try {
       fill = await entry.fill;
     } catch (e) {
-      throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+      throw blobError(e);
     }
-    if (fill.state === 'failed') throw this.mapUpstream(fill.error, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+    if (fill.state === 'failed') throw blobError(fill.error);
     if (fill.state === 'committed') {
       const committed = await this.openLocal(d);
       if (committed !== undefined) return committed;
@@ -359,7 +360,7 @@ export class Mirror {
             await fill.done();
           } catch (e) {
             fill.release();
-            throw this.mapUpstream(e, route, 'BLOB_UNKNOWN', `blob ${d.value}`);
+            throw blobError(e);
           }
         }
         return fill.createReader(start, end);
