@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Pool, request } from 'undici';
 import { startRegistry, type RegistryProcess } from '../helpers/registry-process.ts';
-import { startMirror, ROOT } from '../helpers/mirror-process.ts';
+import { startMirror, mirrorToml, ROOT } from '../helpers/mirror-process.ts';
 import { skopeo } from '../helpers/skopeo.ts';
 import { makeImage, makeIndex, pushImage, pushIndex, MT, type Image, type IndexImage } from '../helpers/fixtures.ts';
 import { hey, RssSampler, upstreamBlobTraffic } from './tools.ts';
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
     const dir = join(work, `${kind}-${instance++}`);
     mkdirSync(dir, { recursive: true });
     if (kind === 'regmirror') {
-      const m = await startMirror(dir, `default_registry = "gcr.io"\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`);
+      const m = await startMirror(dir, mirrorToml(`[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`, 'gcr.io'));
       return { kind, url: m.url, hostPort: m.hostPort, pid: m.pid, stop: async () => { await m.stop(); rmSync(dir, { recursive: true, force: true }); } };
     }
     const r = await startRegistry(dir, { extraYaml: `proxy:\n  remoteurl: ${upstream.url}\n` });
@@ -282,7 +282,7 @@ async function main(): Promise<void> {
     })();
     meta.close();
     const t0 = performance.now();
-    const m = await startMirror(scaleDir, `default_registry = "gcr.io"\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[cache]\ntag_ttl = "24h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`);
+    const m = await startMirror(scaleDir, mirrorToml(`[cache]\ntag_ttl = "24h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`, 'gcr.io'));
     const startup = (performance.now() - t0) / 1000;
     const sampler = new RssSampler(m.pid);
     const pool = new Pool(m.url, { connections: 1 });

@@ -18,6 +18,14 @@ export interface MirrorProcess {
   stop(): Promise<number | null>;
 }
 
+/**
+ * A mirror.toml that listens on a free loopback port and keeps its cache in ./data next to it;
+ * `body` adds the rest ([cache], [log], [[registry]] ...).
+ */
+export function mirrorToml(body: string, defaultRegistry = ''): string {
+  return `default_registry = "${defaultRegistry}"\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n${body}`;
+}
+
 /** Writes `toml` to dir/mirror.toml and starts the mirror on it; the config should listen on 127.0.0.1:0. */
 export async function startMirror(dir: string, toml: string, env: NodeJS.ProcessEnv = {}): Promise<MirrorProcess> {
   const config = join(dir, 'mirror.toml');

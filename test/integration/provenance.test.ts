@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startRegistry, type RegistryProcess } from '../helpers/registry-process.ts';
-import { startMirror, BIN, type MirrorProcess } from '../helpers/mirror-process.ts';
+import { startMirror, mirrorToml, BIN, type MirrorProcess } from '../helpers/mirror-process.ts';
 import { makeImage, makeIndex, pushImage, pushIndex, type Image, type IndexImage } from '../helpers/fixtures.ts';
 import { skopeo } from '../helpers/skopeo.ts';
 import { waitFor } from '../helpers/net.ts';
@@ -53,7 +53,7 @@ describe('repo-digest provenance', { timeout: 300_000 }, () => {
     await pushIndex(upstream.url, 'team/multi', 'v1', multi);
     mirror = await startMirror(
       work,
-      `default_registry = "gcr.io"\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[cache]\ntag_ttl = "1h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\nusername = "robot"\npassword = "${SECRET}"\n[[namespace]]\nname = "test-namespace"\nregistry = "gcr.io"\n`,
+      mirrorToml(`[cache]\ntag_ttl = "1h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\nusername = "robot"\npassword = "${SECRET}"\n[[namespace]]\nname = "test-namespace"\nregistry = "gcr.io"\n`, 'gcr.io'),
     );
     configFile = join(work, 'mirror.toml');
   });
@@ -185,14 +185,14 @@ describe('repo-digest provenance', { timeout: 300_000 }, () => {
   });
 
   test('the API can be switched off, or served on its own address only', async () => {
-    const off = await startMirror(mkdtempSync(join(work, 'off-')), `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[api]\nenabled = false\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`);
+    const off = await startMirror(mkdtempSync(join(work, 'off-')), mirrorToml(`[api]\nenabled = false\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`));
     try {
       const r = await fetch(`${off.url}/_regmirror/v1/summary`);
       assert.equal(r.status, 404);
     } finally {
       await off.stop();
     }
-    const sep = await startMirror(mkdtempSync(join(work, 'sep-')), `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[api]\nlisten = "127.0.0.1:0"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`);
+    const sep = await startMirror(mkdtempSync(join(work, 'sep-')), mirrorToml(`[api]\nlisten = "127.0.0.1:0"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`));
     try {
       let apiPort = 0;
       await waitFor('the API listener', () => {

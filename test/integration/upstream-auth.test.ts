@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMirror, type MirrorProcess } from '../helpers/mirror-process.ts';
+import { startMirror, mirrorToml, type MirrorProcess } from '../helpers/mirror-process.ts';
 import { startTokenRegistry, type TokenRegistry } from '../helpers/token-registry.ts';
 import { skopeo } from '../helpers/skopeo.ts';
 import { makeImage, sha256, type Image } from '../helpers/fixtures.ts';
@@ -94,7 +94,7 @@ password_env = "PRIVATE_PW"
 
   test('a realm that refuses the OAuth2 POST (404, like GCR) gets the token GET with Basic auth', async () => {
     upstream.oauthPost = false;
-    const m2 = await startMirror(mkdtempSync(join(work, 'fallback-')), `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\nusername = "robot"\npassword = "${PASSWORD}"\n`);
+    const m2 = await startMirror(mkdtempSync(join(work, 'fallback-')), mirrorToml(`[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\nusername = "robot"\npassword = "${PASSWORD}"\n`));
     const before = upstream.tokenRequests.length;
     try {
       const r = await fetch(`${m2.url}/v2/private.example/team/private/manifests/v1`);
@@ -114,7 +114,7 @@ password_env = "PRIVATE_PW"
     const dir = mkdtempSync(join(work, 'identity-'));
     const dc = join(dir, 'config.json');
     writeFileSync(dc, JSON.stringify({ auths: { 'https://private.example/v1/': { auth: Buffer.from('robot:').toString('base64'), identitytoken: upstream.refreshToken } } }));
-    const m2 = await startMirror(dir, `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\ndocker_config = "${dc}"\n`);
+    const m2 = await startMirror(dir, mirrorToml(`[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\ndocker_config = "${dc}"\n`));
     const before = upstream.tokenRequests.length;
     try {
       const r = await fetch(`${m2.url}/v2/private.example/team/private/manifests/v1`);
@@ -132,7 +132,7 @@ password_env = "PRIVATE_PW"
   test('a static bearer token is sent as is, with no token request', async () => {
     const staticToken = 'static-Tk9-bearer-token';
     upstream.allowStatic(staticToken);
-    const m2 = await startMirror(mkdtempSync(join(work, 'static-')), `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\ntoken = "${staticToken}"\n`);
+    const m2 = await startMirror(mkdtempSync(join(work, 'static-')), mirrorToml(`[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\ntoken = "${staticToken}"\n`));
     const tokensBefore = upstream.tokenRequests.length;
     const requestsBefore = upstream.requests.length;
     try {
@@ -149,7 +149,7 @@ password_env = "PRIVATE_PW"
 
   test('an unconfigured credential gives a clear UNAUTHORIZED naming the keys to set', async () => {
     const w2 = mkdtempSync(join(work, 'nocreds-'));
-    const m2 = await startMirror(w2, `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\n`);
+    const m2 = await startMirror(w2, mirrorToml(`[[registry]]\nhost = "private.example"\nendpoint = "${upstream.url}"\n`));
     try {
       const r = await fetch(`${m2.url}/v2/private.example/team/private/manifests/v1`);
       assert.equal(r.status, 401);

@@ -10,7 +10,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRegistry, type RegistryProcess } from '../helpers/registry-process.ts';
-import { startMirror, type MirrorProcess } from '../helpers/mirror-process.ts';
+import { startMirror, mirrorToml, type MirrorProcess } from '../helpers/mirror-process.ts';
 import { makeImage, pushImage, sha256, type Image } from '../helpers/fixtures.ts';
 import { issueCert, makeCa } from '../helpers/pki.ts';
 import { skopeo } from '../helpers/skopeo.ts';
@@ -61,7 +61,7 @@ fi
   /** Starts a mirror whose only registry is `HOST` at `endpoint` with `extra` lines in its [[registry]]. */
   async function mirrorWith(extra: string, endpoint = basicReg.url, env: NodeJS.ProcessEnv = {}): Promise<MirrorProcess> {
     const dir = mkdtempSync(join(work, 'm-'));
-    return startMirror(dir, `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[log]\nlevel = "debug"\n[[registry]]\nhost = "${HOST}"\nendpoint = "${endpoint}"\n${extra}\n`, {
+    return startMirror(dir, mirrorToml(`[log]\nlevel = "debug"\n[[registry]]\nhost = "${HOST}"\nendpoint = "${endpoint}"\n${extra}\n`), {
       PATH: `${helperDir}:${process.env.PATH ?? ''}`,
       ...env,
     });

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startRegistry, type RegistryProcess } from '../helpers/registry-process.ts';
-import { startMirror, type MirrorProcess } from '../helpers/mirror-process.ts';
+import { startMirror, mirrorToml, type MirrorProcess } from '../helpers/mirror-process.ts';
 import { startTokenServer, tokenAuthYaml, TOKEN_SERVICE, type TokenServer } from '../helpers/jwt-token-server.ts';
 import { makeCa } from '../helpers/pki.ts';
 import { makeImage, pushImage, sha256, type Image } from '../helpers/fixtures.ts';
@@ -41,7 +41,7 @@ describe('docker-registry behind token auth', { timeout: 300_000 }, () => {
     registry = await startRegistry(join(work, 'registry'), { storageDir, extraYaml: tokenAuthYaml(tokens.realm, signer.cert) });
     const keyFile = join(work, 'sa.json');
     writeFileSync(keyFile, `${KEY_JSON}\n`);
-    mirror = await startMirror(work, `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[log]\nlevel = "debug"\n[[registry]]\nhost = "${HOST}"\nendpoint = "${registry.url}"\ngcr_key_file = "${keyFile}"\n`);
+    mirror = await startMirror(work, mirrorToml(`[log]\nlevel = "debug"\n[[registry]]\nhost = "${HOST}"\nendpoint = "${registry.url}"\ngcr_key_file = "${keyFile}"\n`));
   });
 
   after(async () => {
@@ -71,7 +71,7 @@ describe('docker-registry behind token auth', { timeout: 300_000 }, () => {
     // A fresh mirror so the next token is issued with a 60 s lifetime (the floor regmirror honours).
     tokens.lifetimeS = 60;
     const dir = mkdtempSync(join(work, 'refresh-'));
-    const m = await startMirror(dir, `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "${HOST}"\nendpoint = "${registry.url}"\ngcr_key_file = "${join(work, 'sa.json')}"\ntag_ttl = "0s"\n`);
+    const m = await startMirror(dir, mirrorToml(`[[registry]]\nhost = "${HOST}"\nendpoint = "${registry.url}"\ngcr_key_file = "${join(work, 'sa.json')}"\ntag_ttl = "0s"\n`));
     try {
       const issued = () => tokens.requests.filter((r) => r.issued !== undefined).length;
       const before = issued();
@@ -95,7 +95,7 @@ describe('docker-registry behind token auth', { timeout: 300_000 }, () => {
   test('a wrong key file is refused clearly', async () => {
     const bad = join(work, 'bad.json');
     writeFileSync(bad, '{"type":"service_account","private_key_id":"other"}');
-    const m = await startMirror(mkdtempSync(join(work, 'bad-')), `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "${HOST}"\nendpoint = "${registry.url}"\ngcr_key_file = "${bad}"\n`);
+    const m = await startMirror(mkdtempSync(join(work, 'bad-')), mirrorToml(`[[registry]]\nhost = "${HOST}"\nendpoint = "${registry.url}"\ngcr_key_file = "${bad}"\n`));
     try {
       const r = await fetch(`${m.url}/v2/${HOST}/team/app/manifests/v1`);
       assert.equal(r.status, 401);
@@ -130,7 +130,7 @@ describe('upstream refusals: 403 and rate limiting (429)', { timeout: 60_000 }, 
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
     const dir = mkdtempSync(join(tmpdir(), 'regmirror-429-'));
-    const m = await startMirror(dir, `default_registry = ""\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[[registry]]\nhost = "limited.test"\nendpoint = "http://127.0.0.1:${port}"\ntag_ttl = "0s"\n`);
+    const m = await startMirror(dir, mirrorToml(`[[registry]]\nhost = "limited.test"\nendpoint = "http://127.0.0.1:${port}"\ntag_ttl = "0s"\n`));
     try {
       const none = await fetch(`${m.url}/v2/limited.test/never/pulled/manifests/v1`);
       assert.equal(none.status, 429);
