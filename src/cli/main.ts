@@ -3,6 +3,9 @@
  *   regmirror serve   [--config FILE]                      run the mirror (default command)
  *   regmirror verify  IMAGE [--local] [--json] [--mirror URL] [--config FILE]
  *   regmirror inspect IMAGE [--json] [--mirror URL] [--config FILE]
+ *   regmirror seed    LIST [--platform P]... [--concurrency N] [--json] [--config FILE]
+ *   regmirror export  LIST -o BUNDLE.tar[.gz] [--config FILE]
+ *   regmirror import  BUNDLE.tar[.gz] [--config FILE]
  * Exit codes: 0 ok, 1 mismatch / corruption / runtime failure, 2 usage or configuration error,
  * 3 an image could not be resolved.
  */
@@ -14,6 +17,10 @@ import { createLogger } from '../log/index.ts';
 import { RegistryError } from '../oci/index.ts';
 import { startServer } from './serve.ts';
 import { defaultMirrorUrl, verifyLocal, verifyRemote } from './verify.ts';
+import { openRuntime } from './runtime.ts';
+import { formatSeedSummary, seed } from './seed.ts';
+import { BundleError, exportBundle, importBundle } from './bundle.ts';
+import { formatBytes, parseImageList } from './progress.ts';
 
 const USAGE = `Usage: regmirror <command> [options]
 
@@ -23,6 +30,11 @@ Commands:
                         MATCH exits 0, MISMATCH 1, a side that cannot be resolved 3
   verify --local IMAGE  re-hash the cached manifest(s) and blobs of IMAGE; corruption exits 1
   inspect IMAGE         show IMAGE's repo digests and cache state (like crictl inspecti)
+  seed LIST             pull every image in LIST (a file, or - for stdin: one reference per line,
+                        # comments) through the cache; exits 1 when any image failed
+  export LIST -o FILE   write the cached images in LIST to an OCI-layout tar bundle
+                        (.tar, or .tar.gz / .tgz compressed), for carrying to an air-gapped site
+  import FILE           verify every digest of a bundle, then add its images to the cache
 
 Options:
   -c, --config FILE   mirror.toml (default: $REGMIRROR_CONFIG, else the embedded default:
@@ -31,6 +43,10 @@ Options:
   -m, --mirror URL    where the mirror answers (verify, inspect; default: from server.listen)
       --local         verify the cache on disk instead of comparing with the upstream
       --json          machine-readable output
+      --platform P    seed: only these platforms of an index (os/arch[/variant]; repeat or
+                      separate with commas); default every platform
+      --concurrency N seed: images pulled at once (default 4)
+  -o, --output FILE   export: the bundle to write
   -h, --help          this help
   -v, --version       print the version
 
@@ -114,6 +130,64 @@ async function inspectCommand(image: string, opts: { json: boolean; mirror: stri
   return 0;
 }
 
+function readList(file: string): string[] {
+  const text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  const list = parseImageList(text).map((l) => l.image);
+  if (list.length === 0) throw new UsageError(`${file === '-' ? 'stdin' : file} lists no images`);
+  return list;
+}
+
+class UsageError extends Error {}
+
+interface CacheCommandOptions {
+  json: boolean;
+  platforms: string[];
+  concurrency: number;
+  output: string | undefined;
+}
+
+/** seed / export / import: commands that open the cache directly (beside a running server or not). */
+async function cacheCommand(command: string, config: Config, arg: string, opts: CacheCommandOptions): Promise<number> {
+  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level);
+  if (command === 'export' && opts.output === undefined) throw new UsageError('export needs -o FILE (the bundle to write)');
+  const images = command === 'import' ? [] : readList(arg);
+  const rt = await openRuntime(config, log, false);
+  try {
+    if (command === 'seed') {
+      const s = await seed(rt, images, { platforms: opts.platforms, concurrency: opts.concurrency });
+      process.stdout.write(opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatSeedSummary(s)}\n`);
+      return s.failed.length === 0 ? 0 : 1;
+    }
+    if (command === 'export') {
+      const out = opts.output ?? '';
+      const s = await exportBundle(rt, images, out);
+      if (opts.json) process.stdout.write(`${JSON.stringify({ file: out, ...s }, null, 2)}\n`);
+      else {
+        process.stdout.write(`wrote ${out}: ${s.images} images, ${s.manifests} manifests, ${s.blobs} blobs, ${formatBytes(s.bytes)} in ${(s.durationMs / 1000).toFixed(1)} s\n`);
+        for (const c of s.skippedChildren) process.stdout.write(`note: index child not cached, left out: ${c}\n`);
+      }
+      return 0;
+    }
+    const s = await importBundle(rt, arg);
+    if (opts.json) process.stdout.write(`${JSON.stringify({ file: arg, ...s }, null, 2)}\n`);
+    else {
+      for (const i of s.images) process.stdout.write(`imported ${i.name}  ${i.digest}\n`);
+      process.stdout.write(`imported ${s.images.length} images: ${s.manifests} manifests, ${s.blobs} blobs, ${formatBytes(s.bytes)} in ${(s.durationMs / 1000).toFixed(1)} s\n`);
+    }
+    return 0;
+  } catch (e) {
+    if (e instanceof BundleError || e instanceof RegistryError) {
+      process.stderr.write(`regmirror: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    await rt.close();
+  }
+}
+
+const COMMANDS: Record<string, number> = { serve: 0, verify: 1, inspect: 1, seed: 1, export: 1, import: 1 };
+
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -125,6 +199,9 @@ async function main(argv: string[]): Promise<number> {
         mirror: { type: 'string', short: 'm' },
         local: { type: 'boolean' },
         json: { type: 'boolean' },
+        platform: { type: 'string', multiple: true },
+        concurrency: { type: 'string' },
+        output: { type: 'string', short: 'o' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -143,14 +220,30 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [command = 'serve', ...args] = positionals;
-  const wants = command === 'serve' ? 0 : 1;
-  if (!['serve', 'verify', 'inspect'].includes(command) || args.length !== wants) {
-    process.stderr.write(`regmirror: ${['serve', 'verify', 'inspect'].includes(command) ? `${command} takes ${wants === 0 ? 'no arguments' : 'one IMAGE'}` : `unknown command "${command}"`}\n\n${USAGE}`);
+  const wants = COMMANDS[command];
+  if (wants === undefined || args.length !== wants) {
+    const what = command === 'import' ? 'one bundle FILE' : command === 'seed' || command === 'export' ? 'one LIST file' : 'one IMAGE';
+    process.stderr.write(`regmirror: ${wants === undefined ? `unknown command "${command}"` : `${command} takes ${wants === 0 ? 'no arguments' : what}`}\n\n${USAGE}`);
+    return 2;
+  }
+  const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
+    process.stderr.write('regmirror: --concurrency must be a whole number from 1 to 64\n');
     return 2;
   }
   const config = loadOrExplain(values.config);
   if (config === undefined) return 2;
   if (command === 'serve') return serveCommand(config);
+  if (command === 'seed' || command === 'export' || command === 'import') {
+    try {
+      const platforms = (values.platform ?? []).flatMap((p) => p.split(',')).map((p) => p.trim()).filter((p) => p !== '');
+      return await cacheCommand(command, config, args[0] ?? '', { json: values.json === true, platforms, concurrency, output: values.output });
+    } catch (e) {
+      if (!(e instanceof UsageError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      process.stderr.write(`regmirror: ${(e as Error).message}\n`);
+      return 2;
+    }
+  }
   const image = args[0] ?? '';
   const mirror = (values.mirror ?? defaultMirrorUrl(config)).replace(/\/+$/, '');
   try {

@@ -9,11 +9,10 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Config } from '../config/index.ts';
 import { createLogger, type Logger } from '../log/index.ts';
-import { FsBlobStore, metaDbPath, blobPath } from '../store/index.ts';
-import { SqliteMetaStore, SqliteProvenanceStore } from '../meta/index.ts';
-import { UpstreamClient } from '../upstream/index.ts';
-import { Mirror, ProvenanceQuery } from '../mirror/index.ts';
-import { buildRoutingTable } from '../routing/index.ts';
+import { blobPath } from '../store/index.ts';
+import type { SqliteMetaStore } from '../meta/index.ts';
+import { ProvenanceQuery } from '../mirror/index.ts';
+import { openRuntime } from './runtime.ts';
 import { createAdminApi, createApp, nodeFetch } from '../server/index.ts';
 import { formatListen } from '../config/index.ts';
 import { parseDigest } from '../oci/index.ts';
@@ -49,17 +48,8 @@ async function sweepMissing(meta: SqliteMetaStore, dataDir: string, log: Logger)
 
 /** Starts the mirror; resolves once it is listening. */
 export async function startServer(config: Config, log: Logger = createLogger(config.log.level)): Promise<RunningServer> {
-  const store = new FsBlobStore(config.server.dataDir);
-  const removed = await store.init();
-  if (removed > 0) log.info({ removed }, 'removed leftover temporary files');
-  const meta = new SqliteMetaStore(metaDbPath(config.server.dataDir));
-  const upstreams = new Map(config.registries.map((r) => [r.host, new UpstreamClient(r, log)]));
-  const mirror = new Mirror({ config, store, meta, upstreams, provenance: new SqliteProvenanceStore(meta.database), log });
-  const routing = buildRoutingTable(
-    config.registries.map((r) => r.host),
-    config.namespaces,
-    config.defaultRegistry,
-  );
+  const rt = await openRuntime(config, log, true);
+  const { meta, mirror, routing } = rt;
   const query = new ProvenanceQuery(meta, mirror.provenance, routing);
   const mirrorHost = (hostHeader: string | undefined): string =>
     hostHeader !== undefined && /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:.]+\](?::\d{1,5})?$/.test(hostHeader) ? hostHeader : formatListen(config.server.listen);
@@ -117,9 +107,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           setTimeout(() => http.closeAllConnections?.(), 5_000).unref();
         });
         if (apiServer !== undefined) await new Promise((r) => apiServer?.close(r));
-        await mirror.close();
-        await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
-        meta.close();
+        await rt.close();
       })();
       return closing;
     },

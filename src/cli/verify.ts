@@ -10,7 +10,7 @@ import { request } from 'undici';
 import { formatListen, type Config } from '../config/index.ts';
 import { createLogger } from '../log/index.ts';
 import { MANIFEST_ACCEPT, digestOf, isIndexType, newHasher, parseDigest, parseManifestJson, referencedDigests } from '../oci/index.ts';
-import { buildRoutingTable } from '../routing/index.ts';
+import { routingOf } from './runtime.ts';
 import { parseImageRef, type ImageRef } from '../mirror/index.ts';
 import { UpstreamClient } from '../upstream/index.ts';
 import { FsBlobStore, blobPath, metaDbPath } from '../store/index.ts';
@@ -23,9 +23,6 @@ export interface Side {
   detail: string;
 }
 
-export function routingOf(config: Config) {
-  return buildRoutingTable(config.registries.map((r) => r.host), config.namespaces, config.defaultRegistry);
-}
 
 /** The URL the mirror of `config` answers on (a wildcard listen address is reached on loopback). */
 export function defaultMirrorUrl(config: Config): string {

@@ -4,3 +4,4 @@ export * from './blob-fill.ts';
 export * from './mirror.ts';
 export * from './provenance-recorder.ts';
 export * from './provenance-query.ts';
+export * from './manifest-record.ts';

@@ -13,14 +13,13 @@ import {
   digestOf,
   manifestMediaType,
   parseDigest,
-  parseManifestJson,
-  referencedDigests,
   type Digest,
 } from '../oci/index.ts';
 import type { FsBlobStore } from '../store/index.ts';
 import { BlobVerifyError, storageUnavailable } from '../store/index.ts';
-import type { SqliteMetaStore, TagRecord, SqliteProvenanceStore, ChildManifest } from '../meta/index.ts';
+import type { SqliteMetaStore, TagRecord, SqliteProvenanceStore } from '../meta/index.ts';
 import { ProvenanceRecorder } from './provenance-recorder.ts';
+import { recordManifest } from './manifest-record.ts';
 import { UpstreamError, type UpstreamClient } from '../upstream/index.ts';
 import type { Logger } from '../log/index.ts';
 import { SingleFlight } from './single-flight.ts';
@@ -50,14 +49,6 @@ export const COUNTERS = {
   bytesServedDuringFill: 'bytes_served_during_fill',
   bytesFetchedUpstream: 'bytes_fetched_upstream',
 } as const;
-
-/** "os/arch[/variant]" of an index entry's platform, if it has one. */
-function platformOf(p: unknown): string | undefined {
-  if (typeof p !== 'object' || p === null) return undefined;
-  const { os, architecture, variant } = p as { os?: unknown; architecture?: unknown; variant?: unknown };
-  if (typeof os !== 'string' || typeof architecture !== 'string') return undefined;
-  return typeof variant === 'string' ? `${os}/${architecture}/${variant}` : `${os}/${architecture}`;
-}
 
 const ACCESS_FLUSH_MS = 30_000;
 
@@ -246,21 +237,12 @@ export class Mirror {
     } catch (e) {
       throw storageUnavailable(e);
     }
-    const refs = referencedDigests(res.body);
-    const now = this.now();
-    this.meta.putManifest(route.localRepo, digest, mediaType, res.body.byteLength, [...refs.blobs, ...refs.manifests], now);
-    const children: ChildManifest[] = [];
-    for (const m of parseManifestJson(res.body)?.manifests ?? []) {
-      if (typeof m.digest !== 'string') continue;
-      const child: ChildManifest = { digest: m.digest };
-      if (typeof m.mediaType === 'string') child.mediaType = m.mediaType;
-      const platform = platformOf(m.platform);
-      if (platform !== undefined) child.platform = platform;
-      children.push(child);
-    }
-    this.provenance.store.record(
+    recordManifest(
+      this.meta,
+      this.provenance.store,
       route.localRepo,
       digest,
+      res.body,
       {
         registry: route.registry ?? 'local',
         repository: route.upstreamRepo,
@@ -270,8 +252,7 @@ export class Mirror {
         sourceUrl: up.registry.endpoint,
         ...(res.digestHeader === undefined ? {} : { upstreamDigest: res.digestHeader }),
       },
-      now,
-      children,
+      this.now(),
     );
     this.manifestCache.set(digest, { bytes: res.body, mediaType });
     this.log.info({ registry: route.registry, repo: route.upstreamRepo, reference, digest, mediaType, bytes: res.body.byteLength, cache: 'miss' }, 'manifest fetched');

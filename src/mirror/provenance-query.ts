@@ -2,9 +2,9 @@
  * Read side of provenance for the API and the CLI: an image reference → its record, the repo
  * digests through every way the mirror can be addressed, tags, index children; lists; a summary.
  */
-import { RegistryError, assertRepoName, assertTag, parseDigest } from '../oci/index.ts';
+import { RegistryError } from '../oci/index.ts';
 import { DOCKER_HUB } from '../config/docker-hub.ts';
-import { configuredRegistry, looksLikeHost, upstreamRepoName, type RoutingTable } from '../routing/index.ts';
+import { routeImage, type RoutingTable } from '../routing/index.ts';
 import type { ProvenanceRecord, SqliteMetaStore, ProvenanceFilter } from '../meta/index.ts';
 import type { ProvenanceRecorder } from './provenance-recorder.ts';
 import { COUNTERS } from './mirror.ts';
@@ -17,39 +17,15 @@ export interface ImageRef {
 }
 
 /**
- * Parses `[registry/]repo[:tag][@digest]` the way container tools do: a first component with a
- * dot, a colon or `localhost` is the registry, else the default; Docker Hub gets `library/`.
- * Throws RegistryError NAME_INVALID / TAG_INVALID / DIGEST_INVALID / DENIED.
+ * Parses `[registry/]repo[:tag][@digest]` the way container tools do (routing.routeImage: a first
+ * component with a dot, a colon or `localhost` is the registry, a configured namespace maps to its
+ * registry, else the default; Docker Hub gets `library/`). Local namespaces have no registry and
+ * are refused. Throws RegistryError NAME_INVALID / TAG_INVALID / DIGEST_INVALID / DENIED.
  */
 export function parseImageRef(image: string, table: RoutingTable): ImageRef {
-  let rest = image.trim();
-  let digest: string | undefined;
-  const at = rest.indexOf('@');
-  if (at >= 0) {
-    digest = parseDigest(rest.slice(at + 1)).value;
-    rest = rest.slice(0, at);
-  }
-  const parts = rest.split('/');
-  let registry: string;
-  if (parts.length > 1 && looksLikeHost(parts[0] ?? '')) {
-    registry = configuredRegistry(parts.shift() ?? '', table, 'registry in image reference');
-  } else {
-    if (table.defaultRegistry === '') throw new RegistryError('NAME_INVALID', `"${image}" names no registry and no default_registry is configured`);
-    registry = table.defaultRegistry;
-  }
-  let last = parts.pop() ?? '';
-  let tag: string | undefined;
-  const colon = last.indexOf(':');
-  if (colon >= 0) {
-    tag = last.slice(colon + 1);
-    last = last.slice(0, colon);
-    assertTag(tag);
-  }
-  parts.push(last);
-  assertRepoName(parts.join('/'));
-  const repository = upstreamRepoName(registry, parts);
-  if (tag === undefined && digest === undefined) tag = 'latest';
-  const ref: ImageRef = { registry, repository };
+  const { route, tag, digest } = routeImage(image, table);
+  if (route.registry === undefined) throw new RegistryError('NAME_INVALID', `"${image}" is in a local namespace, which has no upstream registry`);
+  const ref: ImageRef = { registry: route.registry, repository: route.upstreamRepo };
   if (tag !== undefined) ref.tag = tag;
   if (digest !== undefined) ref.digest = digest;
   return ref;

@@ -70,3 +70,11 @@ export function referencedDigests(body: Uint8Array): { blobs: string[]; manifest
   for (const child of m.manifests ?? []) if (typeof child.digest === 'string') manifests.push(child.digest);
   return { blobs, manifests };
 }
+
+/** "os/arch[/variant]" of an index entry's platform, if it has one. */
+export function platformOf(p: unknown): string | undefined {
+  if (typeof p !== 'object' || p === null) return undefined;
+  const { os, architecture, variant } = p as { os?: unknown; architecture?: unknown; variant?: unknown };
+  if (typeof os !== 'string' || typeof architecture !== 'string') return undefined;
+  return typeof variant === 'string' ? `${os}/${architecture}/${variant}` : `${os}/${architecture}`;
+}

@@ -197,3 +197,48 @@ export function routeRequest(path: string, ns: string | undefined, table: Routin
 function clip(s: string): string {
   return clipTo(s, 100);
 }
+
+/** An image reference routed like a pull of it through the mirror. */
+export interface ImageRoute {
+  /** The manifest route for the reference (a digest when one is given, else the tag). */
+  route: Route;
+  tag?: string;
+  digest?: string;
+}
+
+/**
+ * Routes an image reference as it is written for a pull through the mirror, without the mirror's
+ * own host: `gcr.io/foo/bar:1.0`, `nginx` (default registry), `<namespace>/app@sha256:...` (a
+ * configured namespace, local or mirrored). The same rules as for `/v2/<name>/manifests/<ref>`.
+ * Throws RegistryError (NAME_INVALID, TAG_INVALID, DIGEST_INVALID, DENIED, NAME_UNKNOWN).
+ */
+export function routeImage(image: string, table: RoutingTable): ImageRoute {
+  let name = image.trim();
+  let digest: string | undefined;
+  const at = name.indexOf('@');
+  if (at >= 0) {
+    digest = parseDigest(name.slice(at + 1)).value;
+    name = name.slice(0, at);
+  }
+  let tag: string | undefined;
+  const slash = name.lastIndexOf('/');
+  const colon = name.lastIndexOf(':');
+  if (colon > slash) {
+    tag = name.slice(colon + 1);
+    name = name.slice(0, colon);
+    assertTag(tag);
+  }
+  if (tag === undefined && digest === undefined) tag = 'latest';
+  if (name === '' || name.startsWith('/') || name.includes('//')) throw new RegistryError('NAME_INVALID', `"${clip(image)}" is not an image reference`);
+  const route = routeRequest(`/v2/${name}/manifests/${digest ?? tag ?? 'latest'}`, undefined, table);
+  const out: ImageRoute = { route };
+  if (tag !== undefined) out.tag = tag;
+  if (digest !== undefined) out.digest = digest;
+  return out;
+}
+
+/** The route of another object (a blob or a manifest by digest) in the same repository. */
+export function siblingRoute(route: Route, kind: 'manifest' | 'blob', digest: string): Route {
+  const { uploadPath: _u, ...rest } = route;
+  return { ...rest, kind, reference: { kind: 'digest', digest } };
+}

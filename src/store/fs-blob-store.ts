@@ -103,11 +103,16 @@ export class BlobWriter {
 export class FsBlobStore {
   constructor(readonly dataDir: string) {}
 
-  /** Creates the folders and removes leftover temporary files from an earlier run. Returns how many were removed. */
-  async init(): Promise<number> {
+  /**
+   * Creates the folders and, with `removeLeftovers` (the server at start-up), removes temporary
+   * files of an earlier run. Other commands (seed, import) pass false: a server running on the same
+   * data directory may have fills in progress. Returns how many files were removed.
+   */
+  async init(removeLeftovers = true): Promise<number> {
     await mkdir(blobsRoot(this.dataDir), { recursive: true });
     const tmp = tmpDir(this.dataDir);
     await mkdir(tmp, { recursive: true });
+    if (!removeLeftovers) return 0;
     const leftovers = await readdir(tmp);
     await Promise.all(leftovers.map((f) => rm(`${tmp}/${f}`, { force: true, recursive: true })));
     return leftovers.length;

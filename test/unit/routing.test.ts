@@ -97,3 +97,27 @@ test('image references resolve by the same registry rule as request paths', asyn
   assert.throws(() => parseImageRef('-bad-.io/x:1', table), (e: unknown) => e instanceof RegistryError && e.code === 'NAME_INVALID');
   assert.throws(() => parseImageRef('gcr.io/Foo:1', table), (e: unknown) => e instanceof RegistryError && e.code === 'NAME_INVALID');
 });
+
+test('routeImage routes an image reference like a pull of it through the mirror', async () => {
+  const { routeImage } = await import('../../src/routing/index.ts');
+  const a = routeImage('gcr.io/foo/bar:1.0', table);
+  assert.deepEqual([a.route.localRepo, a.tag, a.digest, a.route.reference], ['gcr.io/foo/bar', '1.0', undefined, { kind: 'tag', tag: '1.0' }]);
+  const b = routeImage(`test-namespace/foo/bar:1.0@${D}`, table);
+  assert.deepEqual([b.route.localRepo, b.tag, b.digest, b.route.reference], ['gcr.io/foo/bar', '1.0', D, { kind: 'digest', digest: D }]);
+  const c = routeImage('airgap/team/app', table);
+  assert.deepEqual([c.route.registry, c.route.localRepo, c.tag], [undefined, '_local/airgap/team/app', 'latest']);
+  assert.equal(routeImage('localhost:5001/app:v1', table).route.localRepo, 'localhost:5001/app');
+  assert.equal(routeImage('nginx', table).route.localRepo, 'docker.io/library/nginx');
+  for (const bad of ['', '/x', 'a//b:1', 'gcr.io/x:bad tag', 'gcr.io/x@sha256:nothex']) {
+    assert.throws(() => routeImage(bad, table), (e: unknown) => e instanceof RegistryError, bad);
+  }
+});
+
+test('image lists: one reference per line, comments and blank lines skipped', async () => {
+  const { parseImageList } = await import('../../src/cli/progress.ts');
+  assert.deepEqual(parseImageList('# header\n\ngcr.io/a:1  # trailing\n  nginx\r\nquay.io/x@sha256:ab#not-a-comment\n'), [
+    { image: 'gcr.io/a:1', line: 3 },
+    { image: 'nginx', line: 4 },
+    { image: 'quay.io/x@sha256:ab#not-a-comment', line: 5 },
+  ]);
+});
