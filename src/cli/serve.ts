@@ -11,9 +11,11 @@ import type { Config } from '../config/index.ts';
 import { createLogger, type Logger } from '../log/index.ts';
 import { blobPath } from '../store/index.ts';
 import type { SqliteMetaStore } from '../meta/index.ts';
-import { ProvenanceQuery } from '../mirror/index.ts';
+import { ProvenanceQuery, Pusher } from '../mirror/index.ts';
+import { FsUploadStore } from '../store/index.ts';
+
 import { openRuntime } from './runtime.ts';
-import { createAdminApi, createApp, nodeFetch } from '../server/index.ts';
+import { Authenticator, createAdminApi, createApp, nodeFetch } from '../server/index.ts';
 import { formatListen } from '../config/index.ts';
 import { parseDigest } from '../oci/index.ts';
 
@@ -54,10 +56,32 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const mirrorHost = (hostHeader: string | undefined): string =>
     hostHeader !== undefined && /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:.]+\](?::\d{1,5})?$/.test(hostHeader) ? hostHeader : formatListen(config.server.listen);
   const admin = config.api.enabled ? createAdminApi(query, mirrorHost) : undefined;
-  const app = createApp({ mirror, routing, log, ...(admin !== undefined && config.api.listen === undefined ? { admin } : {}) });
   const tls = config.server.tlsCert !== undefined && config.server.tlsKey !== undefined
     ? { cert: readFileSync(config.server.tlsCert), key: readFileSync(config.server.tlsKey) }
     : undefined;
+  const uploads = new FsUploadStore(rt.store);
+  await uploads.init();
+  const localNamespaces = config.namespaces.filter((n) => n.registry === undefined).map((n) => n.name);
+  const pusher = new Pusher({ store: rt.store, uploads, meta, provenance: rt.provenance, mirror, log, localNamespaces });
+  const app = createApp({
+    mirror,
+    routing,
+    log,
+    pusher,
+    baseUrl: (host) => `${tls === undefined ? 'http' : 'https'}://${mirrorHost(host)}`,
+    ...(config.auth === undefined ? {} : { auth: new Authenticator(config.auth) }),
+    ...(admin !== undefined && config.api.listen === undefined ? { admin } : {}),
+  });
+  // Abandoned uploads are removed a while after their last write.
+  const sweepUploads = (): void => {
+    uploads.sweep(config.uploads.abandonAfterMs).then(
+      (n) => n > 0 && log.info({ removed: n }, 'removed abandoned uploads'),
+      (e: unknown) => log.warn({ err: (e as Error).message }, 'upload sweep failed'),
+    );
+  };
+  const uploadTimer = setInterval(sweepUploads, Math.min(Math.max(config.uploads.abandonAfterMs / 4, 1_000), 10 * 60_000));
+  uploadTimer.unref();
+  sweepUploads();
 
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve(
@@ -99,6 +123,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     port: addr.port,
     close: () => {
       closing ??= (async () => {
+        clearInterval(uploadTimer);
         const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
         await new Promise<void>((r) => {
           server.close(() => r());

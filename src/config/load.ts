@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import TOML from '@iarna/toml';
 import { parseDuration, parseSize } from './units.ts';
 import { canonicalRegistryHost, DOCKER_HUB, DOCKER_HUB_ENDPOINT } from './docker-hub.ts';
+import { ROLES, type AuthConfig, type AuthUser, type Role } from './types.ts';
 import type { Config, CredentialConfig, ListenAddress, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
 import { readDockerConfig } from './docker-config.ts';
 
@@ -78,6 +79,14 @@ class TableReader {
     const bytes = typeof v === 'string' ? parseSize(v) : undefined;
     if (bytes === undefined) throw new ConfigError(this.key(name), `${describe(v)} is not a size: use e.g. "512MiB", "50GiB"`);
     return bytes;
+  }
+
+  /** An array of strings. */
+  strings(name: string): string[] | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new ConfigError(this.key(name), `expected an array of strings, got ${describe(v)}`);
+    return v as string[];
   }
 
   /** A path relative to the config file's folder, optionally required to exist as a file. */
@@ -286,6 +295,72 @@ function readCredentials(r: TableReader, host: string, env: NodeJS.ProcessEnv): 
   return { source: 'static', configKey, credential: { kind: 'basic', username, password: secret ?? '' } };
 }
 
+function readRoles(r: TableReader, name: string, fallback: readonly Role[]): Set<Role> {
+  const raw = r.strings(name);
+  if (raw === undefined) return new Set(fallback);
+  for (const role of raw) {
+    if (!(ROLES as readonly string[]).includes(role)) throw new ConfigError(r.key(name), `"${role}" is not a role: use ${ROLES.map((x) => `"${x}"`).join(', ')}`);
+  }
+  return new Set(raw as Role[]);
+}
+
+const BCRYPT = /^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/;
+
+/** Reads an htpasswd file: bcrypt entries only (htpasswd -B), as Distribution accepts. */
+function readHtpasswd(r: TableReader, file: string, roles: ReadonlySet<Role>, users: Map<string, AuthUser>): void {
+  readFileSync(file, 'utf8').split(/\r?\n/).forEach((line, i) => {
+    if (line.trim() === '' || line.startsWith('#')) return;
+    const colon = line.indexOf(':');
+    const name = line.slice(0, colon);
+    const hash = line.slice(colon + 1).trim();
+    if (colon <= 0 || !BCRYPT.test(hash)) {
+      throw new ConfigError(r.key('htpasswd'), `${file} line ${i + 1}: not a "user:bcrypt-hash" entry; only bcrypt is accepted (create entries with htpasswd -B)`);
+    }
+    users.set(name, { name, bcryptHash: hash, roles });
+  });
+}
+
+/** `[auth]`: users from an htpasswd file and [[auth.user]] tables; secrets resolved now. */
+function readAuth(a: TableReader, env: NodeJS.ProcessEnv): AuthConfig {
+  const users = new Map<string, AuthUser>();
+  const htpasswd = a.file('htpasswd', true);
+  const htRoles = readRoles(a, 'htpasswd_roles', ['pull', 'push']);
+  if (htpasswd !== undefined) readHtpasswd(a, htpasswd, htRoles, users);
+  a.tables('user').forEach((u) => {
+    const name = u.string('name');
+    if (name === undefined || !/^[A-Za-z0-9._@-]{1,64}$/.test(name)) throw new ConfigError(u.key('name'), 'is required: 1 to 64 letters, digits and . _ @ -');
+    if (users.has(name)) throw new ConfigError(u.key('name'), `user "${name}" is defined twice`);
+    const hash = u.string('password_hash');
+    const password = u.string('password');
+    const passwordEnv = u.string('password_env');
+    const passwordFile = u.file('password_file', true);
+    const given = [hash, password, passwordEnv, passwordFile].filter((v) => v !== undefined).length;
+    if (given !== 1) throw new ConfigError(u.key('password_hash'), 'set exactly one of password_hash (bcrypt), password_env, password_file, password');
+    const roles = readRoles(u, 'roles', ['pull']);
+    u.done();
+    const user: AuthUser = { name, roles };
+    if (hash !== undefined) {
+      if (!BCRYPT.test(hash)) throw new ConfigError(u.key('password_hash'), 'is not a bcrypt hash ($2y$..., from htpasswd -nB or any bcrypt tool)');
+      user.bcryptHash = hash;
+    } else if (passwordEnv !== undefined) {
+      const v = env[passwordEnv];
+      if (v === undefined || v === '') throw new ConfigError(u.key('password_env'), `environment variable ${passwordEnv} is not set`);
+      user.password = v;
+    } else if (passwordFile !== undefined) {
+      user.password = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
+    } else {
+      user.password = password ?? '';
+    }
+    if (user.password === '') throw new ConfigError(u.key('password'), 'must not be empty');
+    users.set(name, user);
+  });
+  const tokenTtlMs = a.duration('token_ttl') ?? 5 * 60_000;
+  const anonymousLocalPull = a.bool('anonymous_local_pull') ?? false;
+  a.done();
+  if (users.size === 0) throw new ConfigError(a.path, 'has no users: give it htpasswd = "FILE" or [[auth.user]] tables, or remove [auth]');
+  return { users, tokenTtlMs, anonymousLocalPull };
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /**
@@ -328,6 +403,12 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   const apiListenRaw = apiTable?.string('listen');
   const apiListen = apiListenRaw === undefined || apiListenRaw === '' ? undefined : parseListen(apiTable?.key('listen') ?? 'api.listen', apiListenRaw);
   apiTable?.done();
+
+  const authTable = root.table_('auth');
+  const auth = authTable === undefined ? undefined : readAuth(authTable, env);
+  const uploadsTable = root.table_('uploads');
+  const abandonAfterMs = uploadsTable?.duration('abandon_after') ?? 24 * 3600_000;
+  uploadsTable?.done();
 
   const registries = root.tables('registry').map((r) => readRegistry(r, { tagTtlMs, timeouts, offline }, env));
   const hosts = new Set<string>();
@@ -375,7 +456,9 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
     api: apiListen === undefined ? { enabled: apiEnabled } : { enabled: apiEnabled, listen: apiListen },
     registries,
     namespaces,
+    uploads: { abandonAfterMs },
   };
+  if (auth !== undefined) config.auth = auth;
   if (tlsCert !== undefined && tlsKey !== undefined) {
     config.server.tlsCert = tlsCert;
     config.server.tlsKey = tlsKey;

@@ -51,6 +51,27 @@ export interface NamespaceConfig {
   registry?: string;
 }
 
+/** What a user of the mirror's own API may do (DESIGN §8, issue 6): local namespaces only. */
+export type Role = 'pull' | 'push' | 'delete';
+export const ROLES: readonly Role[] = ['pull', 'push', 'delete'];
+
+/** A user of the mirror: a bcrypt hash (htpasswd, password_hash) or a secret read at start-up. Never logged. */
+export interface AuthUser {
+  name: string;
+  bcryptHash?: string;
+  password?: string;
+  roles: ReadonlySet<Role>;
+}
+
+/** `[auth]`: who may push into / pull from local namespaces. Mirrored content stays anonymous. */
+export interface AuthConfig {
+  users: ReadonlyMap<string, AuthUser>;
+  /** Lifetime of the bearer tokens the mirror's token endpoint issues. */
+  tokenTtlMs: number;
+  /** Local namespaces readable without credentials. */
+  anonymousLocalPull: boolean;
+}
+
 export interface Config {
   /** Canonical host of the registry for paths with no host, ns or namespace; "" = none. */
   defaultRegistry: string;
@@ -72,4 +93,8 @@ export interface Config {
   api: { enabled: boolean; listen?: ListenAddress };
   registries: RegistryConfig[];
   namespaces: NamespaceConfig[];
+  /** Undefined: no users; pushes are refused and local namespaces are anonymous-read. */
+  auth?: AuthConfig;
+  /** Push uploads: how long an unfinished upload is kept after its last write. */
+  uploads: { abandonAfterMs: number };
 }

@@ -94,6 +94,9 @@ export class SqliteMetaStore {
     forgetBlob: Statement<[string]>;
     forgetManifest: Statement<[string]>;
     allBlobDigests: Statement<[], { digest: string }>;
+    deleteTag: Statement<[string, string]>;
+    deleteTagsFor: Statement<[string, string]>;
+    unlink: Statement<[string, string]>;
   };
 
   /** Opens (creating if needed) the database at `path`. Throws when the schema is newer than this build. */
@@ -134,6 +137,9 @@ export class SqliteMetaStore {
       forgetBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
       forgetManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
       allBlobDigests: db.prepare('SELECT digest FROM blobs'),
+      deleteTag: db.prepare('DELETE FROM tags WHERE repo = ? AND tag = ?'),
+      deleteTagsFor: db.prepare('DELETE FROM tags WHERE repo = ? AND digest = ?'),
+      unlink: db.prepare('DELETE FROM repo_content WHERE repo = ? AND digest = ?'),
     };
   }
 
@@ -197,6 +203,25 @@ export class SqliteMetaStore {
   /** True when `repo` is known to contain `digest` (fetched through it, or referenced by its manifests). */
   hasLink(repo: string, digest: string): boolean {
     return this.st.hasLink.get(repo, digest) !== undefined;
+  }
+
+  /** Deletes a tag; true when it existed. */
+  deleteTag(repo: string, tag: string): boolean {
+    return this.st.deleteTag.run(repo, tag).changes > 0;
+  }
+
+  /**
+   * Removes `digest` from `repo` (a manifest or blob DELETE): the link and, for a manifest, every
+   * tag of the repository pointing at it. Returns the tags removed. The content stays on disk for
+   * other repositories (garbage collection is separate).
+   */
+  unlink(repo: string, digest: string): string[] {
+    return this.db.transaction(() => {
+      const tags = this.st.listTags.all(repo).map((r) => r.tag).filter((t) => this.st.getTag.get(repo, t)?.digest === digest);
+      this.st.deleteTagsFor.run(repo, digest);
+      this.st.unlink.run(repo, digest);
+      return tags;
+    })();
   }
 
   /** Forgets many blob rows in one transaction. */

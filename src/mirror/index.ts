@@ -5,3 +5,4 @@ export * from './mirror.ts';
 export * from './provenance-recorder.ts';
 export * from './provenance-query.ts';
 export * from './manifest-record.ts';
+export * from './push.ts';

@@ -443,6 +443,23 @@ export class Mirror {
     }
   }
 
+  // ---------------------------------------------------------------- pushes
+
+  /** Keeps the in-memory tag cache right after a push (digest) or a delete (undefined) changed a tag. */
+  noteTag(repo: string, tag: string, digest: string | undefined): void {
+    const key = `${repo}:${tag}`;
+    if (digest === undefined) this.tagCache.delete(key);
+    else {
+      const now = this.now();
+      this.tagCache.set(key, { digest, fetchedAt: now, checkedAt: now });
+    }
+  }
+
+  /** Keeps the in-memory link cache right after content was removed from a repository. */
+  noteUnlinked(repo: string, digest: string): void {
+    this.links.delete(`${repo}\n${digest}`);
+  }
+
   // ---------------------------------------------------------------- errors
 
   private offlineUnknown(code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', route: Route, what: string): RegistryError {

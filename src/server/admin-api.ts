@@ -54,6 +54,6 @@ export function createAdminApi(query: ProvenanceQuery, mirrorHost: (hostHeader: 
       return fail(e);
     }
   });
-  api.all('/_regmirror/*', () => fail(new RegistryError('NAME_UNKNOWN', 'unknown API endpoint: see /_regmirror/v1/provenance and /_regmirror/v1/summary', { status: 404 })));
+  api.all('/_regmirror/v1/*', () => fail(new RegistryError('NAME_UNKNOWN', 'unknown API endpoint: see /_regmirror/v1/provenance and /_regmirror/v1/summary', { status: 404 })));
   return api;
 }

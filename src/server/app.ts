@@ -14,6 +14,8 @@ import { isBasePath, routeRequest, type Route, type RoutingTable } from '../rout
 import type { Mirror, CacheResult } from '../mirror/index.ts';
 import type { Logger } from '../log/index.ts';
 import { parseRange } from './range.ts';
+import type { Pusher, UploadAnswer } from '../mirror/index.ts';
+import { Authenticator, TOKEN_PATH, authorize, challenge, type Identity } from './auth.ts';
 
 export interface AppDeps {
   mirror: Mirror;
@@ -21,6 +23,35 @@ export interface AppDeps {
   log: Logger;
   /** Routes mounted ahead of the registry API (the provenance API), if served on this listener. */
   admin?: Hono<{ Bindings: HttpBindings }>;
+  /** The push API for local namespaces; absent: every write is refused. */
+  pusher?: Pusher;
+  /** The mirror's own users (`[auth]`); absent: no pushes, local namespaces anonymous. */
+  auth?: Authenticator;
+  /** `scheme://host:port` of the mirror as the client reached it (for token realms). */
+  baseUrl: (hostHeader: string | undefined) => string;
+}
+
+const ANONYMOUS: Identity = { user: undefined };
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+/** Reads a small request body (a manifest), refusing more than `max` bytes. */
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of req) {
+    n += (chunk as Buffer).byteLength;
+    if (n > max) throw new RegistryError('SIZE_INVALID', `request body is larger than ${max} bytes`, { status: 413 });
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** `Content-Range: <start>-<end>` (OCI) or `bytes <start>-<end>/<total>`; the start offset. */
+function rangeStart(header: string | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const m = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(header.trim());
+  if (m === null) throw new RegistryError('RANGE_INVALID', `Content-Range "${header.slice(0, 60)}" is not <start>-<end>`);
+  return Number(m[1]);
 }
 
 type Headers = Record<string, string | number>;
@@ -99,11 +130,26 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
 
   async function handle(info: RequestInfo, req: IncomingMessage, res: ServerResponse, path: string, query: string, head: boolean): Promise<void> {
     const method = info.method;
+    const auth = deps.auth;
+    const authHeader = req.headers.authorization;
+    const identity = auth === undefined || authHeader === undefined ? ANONYMOUS : await auth.identify(authHeader);
+    const base = (): string => deps.baseUrl(req.headers.host);
+    if (path === TOKEN_PATH && auth !== undefined) {
+      await issueToken(auth, req, res, method, head);
+      return;
+    }
+    if (identity === undefined) {
+      throw new RegistryError('UNAUTHORIZED', 'the credentials or token are not valid (or the token expired): log in again', { headers: challenge(base()) });
+    }
     if (!path.startsWith('/v2/') && path !== '/v2') {
       throw new RegistryError('NAME_UNKNOWN', `no such endpoint ${path.slice(0, 100)}: regmirror serves the registry API under /v2/`, { status: 404 });
     }
     if (isBasePath(path)) {
       if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED', `${method} is not supported on /v2/`, { status: 405 });
+      if (auth !== undefined && authHeader === undefined) {
+        // With users configured, the ping tells clients where tokens come from (anonymous ones too).
+        throw new RegistryError('UNAUTHORIZED', 'this mirror has users: fetch a token (anonymous for mirrored content) from the realm in WWW-Authenticate', { headers: challenge(base()) });
+      }
       sendBuffer(res, 200, { ...API_VERSION, 'Content-Type': 'application/json' }, Buffer.from('{}'), head);
       return;
     }
@@ -111,9 +157,22 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     const route = routeRequest(path, params.get('ns') ?? undefined, routing);
     info.registry = route.registry ?? `local/${route.namespace ?? ''}`;
     info.repo = route.upstreamRepo;
-    if (method !== 'GET' && method !== 'HEAD') {
-      // OCI conformance expects 400/404 (not 405) for writes to a read-only registry (DESIGN §9).
-      throw new RegistryError('UNSUPPORTED', `${method} is not supported: regmirror mirrors ${info.registry} read-only (pull API only)`, { status: 400 });
+    const scopeName = route.registry === undefined ? `${route.namespace ?? ''}/${route.upstreamRepo}` : route.upstreamRepo;
+    const write = method !== 'GET' && method !== 'HEAD';
+    if (write || route.kind === 'upload') {
+      const pusher = deps.pusher;
+      if (pusher === undefined) throw new RegistryError('UNSUPPORTED', `${method} is not supported: this mirror serves the pull API only`, { status: 400 });
+      pusher.assertWritable(route);
+      if (auth === undefined) {
+        throw new RegistryError('DENIED', 'pushing needs the mirror\'s own users: add [auth] with [[auth.user]] (roles = ["pull", "push"]) or an htpasswd file to mirror.toml');
+      }
+      const needed = method === 'DELETE' && route.kind !== 'upload' ? 'delete' : 'push';
+      authorize(identity, needed, base(), `repository:${scopeName}:${needed === 'delete' ? 'delete' : 'pull,push'}`);
+      await handleWrite(info, req, res, path, params, route, pusher, identity);
+      return;
+    }
+    if (route.registry === undefined && auth !== undefined && !auth.anonymousLocalPull) {
+      authorize(identity, 'pull', base(), `repository:${scopeName}:pull`);
     }
     switch (route.kind) {
       case 'manifest': {
@@ -143,6 +202,95 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
       default:
         throw new RegistryError('UNSUPPORTED', `the ${route.kind} endpoint is not supported by this mirror`, { status: 404 });
     }
+  }
+
+  /** GET (or POST, as containerd tries first: refused so it falls back) of the token endpoint. */
+  async function issueToken(auth: Authenticator, req: IncomingMessage, res: ServerResponse, method: string, head: boolean): Promise<void> {
+    if (method !== 'GET' && method !== 'HEAD') {
+      throw new RegistryError('UNSUPPORTED', 'the token endpoint answers GET with Basic credentials (or none, for an anonymous token)', { status: 405, headers: { Allow: 'GET' } });
+    }
+    const basic = Authenticator.basic(req.headers.authorization);
+    let user;
+    if (basic !== undefined && basic.name !== '') {
+      user = await auth.checkPassword(basic.name, basic.password);
+      if (user === undefined) throw new RegistryError('UNAUTHORIZED', `wrong user name or password for "${basic.name.slice(0, 64)}"`);
+    }
+    const t = auth.issueToken(user);
+    const body = Buffer.from(JSON.stringify({ token: t.token, access_token: t.token, expires_in: t.expiresIn, issued_at: t.issuedAt }));
+    sendBuffer(res, 200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }, body, head);
+  }
+
+  /** Push API: uploads, manifest PUT, DELETE (authorized by the caller). */
+  async function handleWrite(info: RequestInfo, req: IncomingMessage, res: ServerResponse, path: string, params: URLSearchParams, route: Route, pusher: Pusher, identity: Identity): Promise<void> {
+    const method = info.method;
+    const reply = (status: number, headers: Headers): void => sendBuffer(res, status, { ...API_VERSION, ...headers }, undefined, false);
+    const answer = (a: UploadAnswer, prefix: string, statusForAccepted = 202): void => {
+      if (a.kind === 'created') {
+        info.digest = a.digest;
+        reply(201, { Location: `${prefix}/blobs/${a.digest}`, 'Docker-Content-Digest': a.digest });
+      } else {
+        reply(statusForAccepted, { Location: `${prefix}/blobs/uploads/${a.id}`, Range: `0-${Math.max(a.size - 1, 0)}`, 'Docker-Upload-UUID': a.id });
+      }
+    };
+    if (route.kind === 'upload') {
+      const prefix = path.slice(0, path.indexOf('/blobs/uploads'));
+      const id = route.uploadPath ?? '';
+      if (id === '') {
+        if (method !== 'POST') throw new RegistryError('UNSUPPORTED', `${method} needs an upload id: start uploads with POST ${prefix}/blobs/uploads/`, { status: 405 });
+        const mount = params.get('mount') ?? undefined;
+        const from = params.get('from') ?? undefined;
+        let fromRoute: Route | undefined;
+        if (mount !== undefined && from !== undefined) {
+          try {
+            const r = routeRequest(`/v2/${from}/blobs/${mount}`, undefined, routing);
+            const readable = r.registry !== undefined || deps.auth?.anonymousLocalPull === true || identity.user?.roles.has('pull') === true;
+            if (readable) fromRoute = r;
+          } catch {
+            /* an unknown source repository: a regular upload instead (distribution-spec) */
+          }
+        }
+        const digest = params.get('digest') ?? undefined;
+        answer(await pusher.startUpload(route, { ...(digest === undefined ? {} : { digest }), ...(mount === undefined ? {} : { mount }), ...(fromRoute === undefined ? {} : { fromRoute }) }, req), prefix);
+        return;
+      }
+      switch (method) {
+        case 'PATCH':
+          answer(await pusher.patchUpload(route, id, req, rangeStart(req.headers['content-range'])), prefix);
+          return;
+        case 'PUT':
+          answer(await pusher.finishUpload(route, id, params.get('digest') ?? undefined, req), prefix);
+          return;
+        case 'GET':
+        case 'HEAD':
+          answer(await pusher.uploadStatus(route, id), prefix, 204);
+          return;
+        case 'DELETE':
+          await pusher.cancelUpload(route, id);
+          reply(204, {});
+          return;
+        default:
+          throw new RegistryError('UNSUPPORTED', `${method} is not an upload method (POST, PATCH, PUT, GET, DELETE)`, { status: 405 });
+      }
+    }
+    if (route.kind === 'manifest' && method === 'PUT') {
+      const bytes = await readBody(req, MAX_BODY_BYTES);
+      const digest = await pusher.putManifest(route, req.headers['content-type'], bytes);
+      info.digest = digest;
+      const prefix = path.slice(0, path.lastIndexOf('/manifests/'));
+      reply(201, { Location: `${prefix}/manifests/${digest}`, 'Docker-Content-Digest': digest });
+      return;
+    }
+    if (method === 'DELETE' && route.kind === 'manifest') {
+      pusher.deleteManifest(route);
+      reply(202, {});
+      return;
+    }
+    if (method === 'DELETE' && route.kind === 'blob') {
+      pusher.deleteBlob(route);
+      reply(202, {});
+      return;
+    }
+    throw new RegistryError('UNSUPPORTED', `${method} is not supported on the ${route.kind} endpoint`, { status: 405 });
   }
 
   async function serveBlob(info: RequestInfo, req: IncomingMessage, res: ServerResponse, route: Route, head: boolean): Promise<void> {

@@ -1,3 +1,4 @@
 export * from './app.ts';
 export * from './range.ts';
 export * from './admin-api.ts';
+export * from './auth.ts';

@@ -1,2 +1,3 @@
 export * from './fs-blob-store.ts';
 export * from './paths.ts';
+export * from './uploads.ts';

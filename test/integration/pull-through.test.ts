@@ -292,8 +292,10 @@ registry = "gcr.io"
       assert.ok((body.errors[0]?.message.length ?? 0) > 10, `${path} has a message`);
     }
     const put = await fetch(`${mirror.url}/v2/gcr.io/team/app/manifests/v1`, { method: 'PUT', body: '{}' });
-    assert.equal(put.status, 400);
-    assert.equal(((await put.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNSUPPORTED');
+    assert.equal(put.status, 403);
+    const putError = ((await put.json()) as { errors: Array<{ code: string; message: string }> }).errors[0];
+    assert.equal(putError?.code, 'DENIED');
+    assert.match(putError?.message ?? '', /gcr\.io is mirrored read-only/);
     assert.deepEqual(readdirSync(work).sort(), siblingsBefore, 'no new files beside the data dir');
     assert.ok(!existsSync(join(dataDir(), '..', 'etc')));
   });

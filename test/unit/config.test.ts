@@ -30,8 +30,10 @@ test('the embedded default: loopback :5000, ./data, Docker Hub default, five reg
 });
 
 test('mirror.toml.example parses and validates', () => {
-  const c = loadConfig(join(import.meta.dirname, '../../mirror.toml.example'), { GCR_PASSWORD: 'x' });
+  const c = loadConfig(join(import.meta.dirname, '../../mirror.toml.example'), { GCR_PASSWORD: 'x', REGMIRROR_CI_PASSWORD: 'y' });
   assert.ok(c.registries.length >= 1);
+  assert.deepEqual([...(c.auth?.users.get('ci')?.roles ?? [])], ['pull', 'push']);
+  assert.equal(c.uploads.abandonAfterMs, 24 * 3600_000);
 });
 
 test('a full config: aliases folded, per-registry TTL, namespaces, relative paths', () => {
@@ -128,4 +130,22 @@ test('durations, sizes and listen addresses', () => {
   assert.equal(parseSize('12parsecs'), undefined);
   assert.deepEqual(parseListen('k', ':5000'), { host: '0.0.0.0', port: 5000 });
   assert.throws(() => parseListen('k', '127.0.0.1:99999'), ConfigError);
+});
+
+test('[auth]: users from htpasswd (bcrypt only) and [[auth.user]], roles checked, secrets never echoed', () => {
+  const hash = `$2y$05$${'a'.repeat(53)}`;
+  writeFileSync(join(dir, 'htpasswd'), `# users\nci:${hash}\n`);
+  const c = parse(`${REG}[auth]\nhtpasswd = "htpasswd"\n[[auth.user]]\nname = "bot"\npassword_env = "BOT"\nroles = ["push"]\n`, { BOT: 'b0t-secret' });
+  assert.equal(c.auth?.users.get('ci')?.bcryptHash, hash);
+  assert.deepEqual([...(c.auth?.users.get('ci')?.roles ?? [])], ['pull', 'push'], 'htpasswd_roles default');
+  assert.equal(c.auth?.users.get('bot')?.password, 'b0t-secret');
+  assert.equal(c.auth?.anonymousLocalPull, false);
+  writeFileSync(join(dir, 'htpasswd-md5'), 'old:$apr1$abc$def\n');
+  rejects(`${REG}[auth]\nhtpasswd = "htpasswd-md5"\n`, 'auth.htpasswd', /line 1: .*only bcrypt/);
+  rejects(`${REG}[auth]\ntoken_ttl = "5m"\n`, 'auth', /has no users/);
+  rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword = "p"\nroles = ["admin"]\n`, 'auth.user[0].roles', /"admin" is not a role/);
+  rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword_hash = "plain"\n`, 'auth.user[0].password_hash', /not a bcrypt hash/);
+  rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword = "p"\npassword_env = "P"\n`, 'auth.user[0].password_hash', /exactly one/);
+  rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword_env = "NOPE"\n`, 'auth.user[0].password_env', /NOPE is not set/);
+  rejects(`${REG}[uploads]\nabandon_after = "soon"\n`, 'uploads.abandon_after', /not a duration/);
 });
