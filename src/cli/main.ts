@@ -131,7 +131,12 @@ async function inspectCommand(image: string, opts: { json: boolean; mirror: stri
 }
 
 function readList(file: string): string[] {
-  const text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read the image list ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
   const list = parseImageList(text).map((l) => l.image);
   if (list.length === 0) throw new UsageError(`${file === '-' ? 'stdin' : file} lists no images`);
   return list;
@@ -239,7 +244,7 @@ async function main(argv: string[]): Promise<number> {
       const platforms = (values.platform ?? []).flatMap((p) => p.split(',')).map((p) => p.trim()).filter((p) => p !== '');
       return await cacheCommand(command, config, args[0] ?? '', { json: values.json === true, platforms, concurrency, output: values.output });
     } catch (e) {
-      if (!(e instanceof UsageError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (!(e instanceof UsageError)) throw e;
       process.stderr.write(`regmirror: ${(e as Error).message}\n`);
       return 2;
     }
