@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the integration tests and benchmark run for real:
 #   docker-registry (the CNCF Distribution registry, as the upstream), skopeo (a real client),
-#   apache2-utils (htpasswd, bcrypt users for the upstream) and openssl (test CAs and certificates).
+#   apache2-utils (htpasswd, bcrypt users for the upstream) and openssl (test CAs and certificates);
+#   for the runtime tests containerd (containerd + ctr), docker.io (dockerd) and iproute2 (ip netns).
 # As root it installs them with apt-get; otherwise it names exactly what to install and fails.
 set -euo pipefail
 need=()
@@ -9,6 +10,10 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+[ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || need+=(docker.io)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 for extra in "$@"; do
   command -v "$extra" >/dev/null 2>&1 || need+=("$extra")
 done

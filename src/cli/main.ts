@@ -6,6 +6,8 @@
  *   regmirror seed    LIST [--platform P]... [--concurrency N] [--json] [--config FILE]
  *   regmirror export  LIST -o BUNDLE.tar[.gz] [--config FILE]
  *   regmirror import  BUNDLE.tar[.gz] [--config FILE]
+ *   regmirror config  RUNTIME --mirror-url URL [--ca FILE] [--out DIR] [--no-fallback] [--digest-only]
+ *                     [--default] [--namespace NAME] [--credentials FILE] [--config FILE]
  * Exit codes: 0 ok, 1 mismatch / corruption / runtime failure, 2 usage or configuration error,
  * 3 an image could not be resolved.
  */
@@ -21,6 +23,9 @@ import { openRuntime } from './runtime.ts';
 import { formatSeedSummary, seed } from './seed.ts';
 import { BundleError, exportBundle, importBundle } from './bundle.ts';
 import { formatBytes, parseImageList } from './progress.ts';
+import { RUNTIMES, clientConfig, type ClientConfigOptions, type Runtime } from './client-config.ts';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 const USAGE = `Usage: regmirror <command> [options]
 
@@ -35,6 +40,8 @@ Commands:
   export LIST -o FILE   write the cached images in LIST to an OCI-layout tar bundle
                         (.tar, or .tar.gz / .tgz compressed), for carrying to an air-gapped site
   import FILE           verify every digest of a bundle, then add its images to the cache
+  config RUNTIME        print (or --out DIR: write) the client configuration that points RUNTIME
+                        at this mirror: containerd, docker, registries-conf, gdc, openshift
 
 Options:
   -c, --config FILE   mirror.toml (default: $REGMIRROR_CONFIG, else the embedded default:
@@ -47,6 +54,14 @@ Options:
                       separate with commas); default every platform
       --concurrency N seed: images pulled at once (default 4)
   -o, --output FILE   export: the bundle to write
+      --mirror-url URL  config: where clients reach the mirror (https://mirror.example:5000)
+      --ca FILE         config: the mirror's CA certificate path on the client machines
+      --out DIR         config: write the files under DIR instead of printing them
+      --no-fallback     config: containerd / openshift never fall back to the real registry
+      --digest-only     config: registries-conf mirror-by-digest-only
+      --default         config: containerd also gets certs.d/_default/hosts.toml
+      --namespace NAME  config: containerd / gdc use the endpoint URL/v2/NAME of that [[namespace]]
+      --credentials F   config: gdc pullCredentialConfigPath
   -h, --help          this help
   -v, --version       print the version
 
@@ -191,7 +206,30 @@ async function cacheCommand(command: string, config: Config, arg: string, opts: 
   }
 }
 
-const COMMANDS: Record<string, number> = { serve: 0, verify: 1, inspect: 1, seed: 1, export: 1, import: 1 };
+function configCommand(config: Config, runtime: string, o: Partial<ClientConfigOptions> & { out?: string }): number {
+  if (!(RUNTIMES as readonly string[]).includes(runtime)) throw new UsageError(`unknown runtime "${runtime}": use one of ${RUNTIMES.join(', ')}`);
+  if (o.mirrorUrl === undefined) throw new UsageError('config needs --mirror-url URL: where clients reach the mirror (e.g. https://mirror.example:5000)');
+  let generated;
+  try {
+    generated = clientConfig(config, runtime as Runtime, { mirrorUrl: o.mirrorUrl, noFallback: o.noFallback === true, digestOnly: o.digestOnly === true, defaultHost: o.defaultHost === true, ...(o.ca === undefined ? {} : { ca: o.ca }), ...(o.namespace === undefined ? {} : { namespace: o.namespace }), ...(o.credentials === undefined ? {} : { credentials: o.credentials }) });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  for (const f of generated.files) {
+    if (o.out !== undefined) {
+      const target = join(o.out, f.path);
+      mkdirSync(dirname(target), { recursive: true });
+      writeFileSync(target, f.content);
+      process.stdout.write(`wrote ${target}  (install to ${f.installTo})\n`);
+    } else {
+      process.stdout.write(`# ==> ${f.path}  (install to ${f.installTo})\n${f.content}\n`);
+    }
+  }
+  for (const n of generated.notes) process.stderr.write(`note: ${n}\n`);
+  return 0;
+}
+
+const COMMANDS: Record<string, number> = { serve: 0, verify: 1, inspect: 1, seed: 1, export: 1, import: 1, config: 1 };
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -207,6 +245,14 @@ async function main(argv: string[]): Promise<number> {
         platform: { type: 'string', multiple: true },
         concurrency: { type: 'string' },
         output: { type: 'string', short: 'o' },
+        'mirror-url': { type: 'string' },
+        ca: { type: 'string' },
+        out: { type: 'string' },
+        'no-fallback': { type: 'boolean' },
+        'digest-only': { type: 'boolean' },
+        default: { type: 'boolean' },
+        namespace: { type: 'string' },
+        credentials: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -227,7 +273,7 @@ async function main(argv: string[]): Promise<number> {
   const [command = 'serve', ...args] = positionals;
   const wants = COMMANDS[command];
   if (wants === undefined || args.length !== wants) {
-    const what = command === 'import' ? 'one bundle FILE' : command === 'seed' || command === 'export' ? 'one LIST file' : 'one IMAGE';
+    const what = command === 'import' ? 'one bundle FILE' : command === 'seed' || command === 'export' ? 'one LIST file' : command === 'config' ? `one RUNTIME (${RUNTIMES.join(', ')})` : 'one IMAGE';
     process.stderr.write(`regmirror: ${wants === undefined ? `unknown command "${command}"` : `${command} takes ${wants === 0 ? 'no arguments' : what}`}\n\n${USAGE}`);
     return 2;
   }
@@ -239,6 +285,24 @@ async function main(argv: string[]): Promise<number> {
   const config = loadOrExplain(values.config);
   if (config === undefined) return 2;
   if (command === 'serve') return serveCommand(config);
+  if (command === 'config') {
+    try {
+      return configCommand(config, args[0] ?? '', {
+        ...(values['mirror-url'] === undefined ? {} : { mirrorUrl: values['mirror-url'] }),
+        ...(values.ca === undefined ? {} : { ca: values.ca }),
+        ...(values.out === undefined ? {} : { out: values.out }),
+        ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
+        ...(values.credentials === undefined ? {} : { credentials: values.credentials }),
+        noFallback: values['no-fallback'] === true,
+        digestOnly: values['digest-only'] === true,
+        defaultHost: values.default === true,
+      });
+    } catch (e) {
+      if (!(e instanceof UsageError)) throw e;
+      process.stderr.write(`regmirror: ${e.message}\n`);
+      return 2;
+    }
+  }
   if (command === 'seed' || command === 'export' || command === 'import') {
     try {
       const platforms = (values.platform ?? []).flatMap((p) => p.split(',')).map((p) => p.trim()).filter((p) => p !== '');
