@@ -95,7 +95,13 @@ export class Pusher {
     });
     if (q.digest !== undefined) {
       const d = parseDigest(q.digest);
-      return { kind: 'created', digest: await this.finish(route, id, d, body) };
+      try {
+        return { kind: 'created', digest: await this.finish(route, id, d, body) };
+      } catch (e) {
+        // A monolithic upload has no session the client could retry: discard it now.
+        await this.deps.uploads.cancel(id, route.localRepo).catch(() => undefined);
+        throw e;
+      }
     }
     body.resume();
     return { kind: 'accepted', id, size: 0 };

@@ -145,6 +145,21 @@ describe('push into local namespaces', { timeout: 300_000 }, () => {
     assert.equal(gone.status, 404, 'a finished upload is gone');
   });
 
+  test('monolithic upload (POST ?digest= with the body), and DELETE of a blob', async () => {
+    const blob = makeLayer('push-mono', 64 * 1024, MT.ociLayer);
+    const r = await fetch(`${mirror.url}/v2/site/team/mono/blobs/uploads/?digest=${blob.digest}`, { method: 'POST', headers: { ...ci, 'content-type': 'application/octet-stream' }, body: blob.bytes });
+    assert.equal(r.status, 201, await r.clone().text());
+    assert.equal(r.headers.get('location'), `/v2/site/team/mono/blobs/${blob.digest}`);
+    const wrong = await fetch(`${mirror.url}/v2/site/team/mono/blobs/uploads/?digest=sha256:${'2'.repeat(64)}`, { method: 'POST', headers: ci, body: blob.bytes });
+    assert.equal(wrong.status, 400);
+    const uploads = readdirSync(join(work, 'data', 'uploads'));
+    assert.deepEqual(uploads, [], 'a failed monolithic upload leaves no session behind');
+    assert.equal((await fetch(`${mirror.url}/v2/site/team/mono/blobs/${blob.digest}`, { method: 'HEAD', headers: ci })).status, 200);
+    assert.equal((await fetch(`${mirror.url}/v2/site/team/mono/blobs/${blob.digest}`, { method: 'DELETE', headers: ci })).status, 202);
+    assert.equal((await fetch(`${mirror.url}/v2/site/team/mono/blobs/${blob.digest}`, { method: 'HEAD', headers: ci })).status, 404);
+    assert.equal((await fetch(`${mirror.url}/v2/site/team/mono/blobs/${blob.digest}`, { method: 'DELETE', headers: ci })).status, 404, 'already gone');
+  });
+
   test('cross-repository mount, and a manifest that references a missing blob is MANIFEST_BLOB_UNKNOWN', async () => {
     const layer = app.layers[0];
     assert.ok(layer !== undefined);
@@ -185,5 +200,32 @@ describe('push into local namespaces', { timeout: 300_000 }, () => {
     assert.ok(readdirSync(uploadsDir).length >= 2);
     await waitFor('the abandoned upload to be swept', async () => (await fetch(loc, { headers: ci })).status === 404, 15_000, 250);
     assert.match(mirror.logText(), /removed abandoned uploads/);
+  });
+});
+
+describe('push uploads survive a restart', { timeout: 120_000 }, () => {
+  test('an upload started before a restart resumes from its size and completes', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'regmirror-push-restart-'));
+    const toml = mirrorToml(`[auth]\n[[auth.user]]\nname = "ci"\npassword = "${PUSHER_PW}"\nroles = ["pull", "push"]\n[[namespace]]\nname = "site"\n`);
+    const ci = basic('ci', PUSHER_PW);
+    const blob = makeLayer('push-restart', 200 * 1024, MT.ociLayer);
+    let mirror = await startMirror(work, toml);
+    const start = await fetch(`${mirror.url}/v2/site/app/blobs/uploads/`, { method: 'POST', headers: ci });
+    const path = new URL(start.headers.get('location') ?? '', mirror.url).pathname;
+    await fetch(`${mirror.url}${path}`, { method: 'PATCH', headers: { ...ci, 'content-range': '0-99999' }, body: blob.bytes.subarray(0, 100_000) });
+    await mirror.stop();
+    mirror = await startMirror(work, toml);
+    try {
+      const status = await fetch(`${mirror.url}${path}`, { headers: ci });
+      assert.equal(status.status, 204);
+      assert.equal(status.headers.get('range'), '0-99999');
+      await fetch(`${mirror.url}${path}`, { method: 'PATCH', headers: { ...ci, 'content-range': `100000-${blob.size - 1}` }, body: blob.bytes.subarray(100_000) });
+      const done = await fetch(`${mirror.url}${path}?digest=${blob.digest}`, { method: 'PUT', headers: ci });
+      assert.equal(done.status, 201);
+      const got = await fetch(`${mirror.url}/v2/site/app/blobs/${blob.digest}`, { headers: ci });
+      assert.equal(sha256(Buffer.from(await got.arrayBuffer())), blob.digest);
+    } finally {
+      await mirror.stop();
+    }
   });
 });
