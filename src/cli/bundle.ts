@@ -98,8 +98,11 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
     if (rec === undefined || bytes === undefined) throw new BundleError(`${what}: manifest ${digest} is not in the cache; seed it first (regmirror seed)`);
     return { bytes, mediaType: rec.mediaType };
   };
-  const walk = async (digest: string, what: string): Promise<void> => {
-    if (content.has(digest)) return;
+  /** Collects a manifest and what it references; returns its descriptor fields. */
+  const walk = async (digest: string, what: string): Promise<{ mediaType: string; size: number }> => {
+    const known = content.get(digest);
+    const rec = meta.getManifest(digest);
+    if (known !== undefined && rec !== undefined) return { mediaType: rec.mediaType, size: known };
     const m = await readManifest(digest, what);
     if (isIndexType(m.mediaType)) {
       for (const child of referencedDigests(m.bytes).manifests) {
@@ -119,6 +122,7 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
     }
     manifests++;
     content.set(digest, m.bytes.byteLength);
+    return { mediaType: m.mediaType, size: m.bytes.byteLength };
   };
 
   for (const image of images) {
@@ -127,8 +131,7 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
     if (digest === undefined || !meta.hasLink(route.localRepo, digest)) {
       throw new BundleError(`${image} is not in the cache (${route.localRepo}${tag === undefined ? '' : `:${tag}`}); seed it first (regmirror seed)`);
     }
-    await walk(digest, image);
-    const m = await readManifest(digest, image);
+    const m = await walk(digest, image);
     const name = bundleName(route);
     const annotations: Record<string, string> = { [ANNOTATION_IMAGE_NAME]: tag === undefined ? `${name}@${digest}` : `${name}:${tag}` };
     if (tag !== undefined) annotations[ANNOTATION_REF_NAME] = tag;
@@ -140,7 +143,7 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
       if (p.upstreamDigest !== undefined) annotations[A.upstreamDigest] = p.upstreamDigest;
       annotations[A.firstFetched] = new Date(p.firstFetched).toISOString();
     }
-    entries.push({ mediaType: m.mediaType, digest, size: m.bytes.byteLength, annotations });
+    entries.push({ mediaType: m.mediaType, digest, size: m.size, annotations });
   }
 
   const total = [...content.values()].reduce((a, b) => a + b, 0);

@@ -285,8 +285,8 @@ async function main(argv: string[]): Promise<number> {
   const config = loadOrExplain(values.config);
   if (config === undefined) return 2;
   if (command === 'serve') return serveCommand(config);
-  if (command === 'config') {
-    try {
+  try {
+    if (command === 'config') {
       return configCommand(config, args[0] ?? '', {
         ...(values['mirror-url'] === undefined ? {} : { mirrorUrl: values['mirror-url'] }),
         ...(values.ca === undefined ? {} : { ca: values.ca }),
@@ -297,21 +297,15 @@ async function main(argv: string[]): Promise<number> {
         digestOnly: values['digest-only'] === true,
         defaultHost: values.default === true,
       });
-    } catch (e) {
-      if (!(e instanceof UsageError)) throw e;
-      process.stderr.write(`regmirror: ${e.message}\n`);
-      return 2;
     }
-  }
-  if (command === 'seed' || command === 'export' || command === 'import') {
-    try {
+    if (command === 'seed' || command === 'export' || command === 'import') {
       const platforms = (values.platform ?? []).flatMap((p) => p.split(',')).map((p) => p.trim()).filter((p) => p !== '');
       return await cacheCommand(command, config, args[0] ?? '', { json: values.json === true, platforms, concurrency, output: values.output });
-    } catch (e) {
-      if (!(e instanceof UsageError)) throw e;
-      process.stderr.write(`regmirror: ${(e as Error).message}\n`);
-      return 2;
     }
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`regmirror: ${e.message}\n`);
+    return 2;
   }
   const image = args[0] ?? '';
   const mirror = (values.mirror ?? defaultMirrorUrl(config)).replace(/\/+$/, '');

@@ -13,11 +13,9 @@ import { buildRoutingTable, type RoutingTable } from '../routing/index.ts';
 
 export interface Runtime {
   config: Config;
-  log: Logger;
   store: FsBlobStore;
   meta: SqliteMetaStore;
   provenance: SqliteProvenanceStore;
-  upstreams: Map<string, UpstreamClient>;
   mirror: Mirror;
   routing: RoutingTable;
   /** Waits for running fills (bounded), flushes counters, closes upstream pools and the database. */
@@ -43,11 +41,9 @@ export async function openRuntime(config: Config, log: Logger, owner: boolean): 
   let closing: Promise<void> | undefined;
   return {
     config,
-    log,
     store,
     meta,
     provenance,
-    upstreams,
     mirror,
     routing: routingOf(config),
     close: () => {

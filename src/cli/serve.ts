@@ -9,11 +9,9 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Config } from '../config/index.ts';
 import { createLogger, type Logger } from '../log/index.ts';
-import { blobPath } from '../store/index.ts';
+import { FsUploadStore, blobPath } from '../store/index.ts';
 import type { SqliteMetaStore } from '../meta/index.ts';
 import { ProvenanceQuery, Pusher } from '../mirror/index.ts';
-import { FsUploadStore } from '../store/index.ts';
-
 import { openRuntime } from './runtime.ts';
 import { Authenticator, createAdminApi, createApp, nodeFetch } from '../server/index.ts';
 import { formatListen } from '../config/index.ts';

@@ -94,7 +94,6 @@ export class SqliteProvenanceStore {
     get: Statement<[string, string], Row>;
     child: Statement<[string, string, number, string | null, string | null]>;
     children: Statement<[string], { child: string; media_type: string | null; platform: string | null }>;
-    tagsFor: Statement<[string, string], { tag: string }>;
     addCounter: Statement<[string, number]>;
     counters: Statement<[], { name: string; value: number }>;
     totals: Statement<[], { manifests: number; hits: number | null; misses: number | null }>;
@@ -114,7 +113,6 @@ export class SqliteProvenanceStore {
       get: db.prepare('SELECT * FROM provenance WHERE repo = ? AND digest = ?'),
       child: db.prepare('INSERT OR IGNORE INTO manifest_children (parent, child, position, media_type, platform) VALUES (?, ?, ?, ?, ?)'),
       children: db.prepare('SELECT child, media_type, platform FROM manifest_children WHERE parent = ? ORDER BY position'),
-      tagsFor: db.prepare('SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag'),
       addCounter: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
       counters: db.prepare('SELECT name, value FROM counters'),
       totals: db.prepare('SELECT COUNT(*) AS manifests, SUM(hits) AS hits, SUM(misses) AS misses FROM provenance'),
@@ -159,10 +157,6 @@ export class SqliteProvenanceStore {
       if (c.platform !== null) out.platform = c.platform;
       return out;
     });
-  }
-
-  tagsFor(repo: string, digest: string): string[] {
-    return this.st.tagsFor.all(repo, digest).map((r) => r.tag);
   }
 
   /** Lists records, newest first, with filters and offset paging. */

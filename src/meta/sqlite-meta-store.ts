@@ -96,6 +96,7 @@ export class SqliteMetaStore {
     allBlobDigests: Statement<[], { digest: string }>;
     deleteTag: Statement<[string, string]>;
     deleteTagsFor: Statement<[string, string]>;
+    tagsFor: Statement<[string, string], { tag: string }>;
     unlink: Statement<[string, string]>;
   };
 
@@ -139,6 +140,7 @@ export class SqliteMetaStore {
       allBlobDigests: db.prepare('SELECT digest FROM blobs'),
       deleteTag: db.prepare('DELETE FROM tags WHERE repo = ? AND tag = ?'),
       deleteTagsFor: db.prepare('DELETE FROM tags WHERE repo = ? AND digest = ?'),
+      tagsFor: db.prepare('SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag'),
       unlink: db.prepare('DELETE FROM repo_content WHERE repo = ? AND digest = ?'),
     };
   }
@@ -205,6 +207,11 @@ export class SqliteMetaStore {
     return this.st.hasLink.get(repo, digest) !== undefined;
   }
 
+  /** The tags of `repo` that point at `digest`. */
+  tagsFor(repo: string, digest: string): string[] {
+    return this.st.tagsFor.all(repo, digest).map((r) => r.tag);
+  }
+
   /** Deletes a tag; true when it existed. */
   deleteTag(repo: string, tag: string): boolean {
     return this.st.deleteTag.run(repo, tag).changes > 0;
@@ -217,7 +224,7 @@ export class SqliteMetaStore {
    */
   unlink(repo: string, digest: string): string[] {
     return this.db.transaction(() => {
-      const tags = this.st.listTags.all(repo).map((r) => r.tag).filter((t) => this.st.getTag.get(repo, t)?.digest === digest);
+      const tags = this.tagsFor(repo, digest);
       this.st.deleteTagsFor.run(repo, digest);
       this.st.unlink.run(repo, digest);
       return tags;

@@ -81,7 +81,7 @@ export class ProvenanceQuery {
       mediaType: rec.mediaType,
       size: rec.size,
       repoDigests: this.repoDigests(rec.registry, rec.repository, rec.digest, mirrorHost),
-      tags: this.recorder.store.tagsFor(rec.repo, rec.digest),
+      tags: this.meta.tagsFor(rec.repo, rec.digest),
       source: { type: rec.source, url: rec.sourceUrl ?? null },
       upstreamDigest: rec.upstreamDigest ?? null,
       firstFetched: iso(rec.firstFetched),

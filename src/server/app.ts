@@ -9,7 +9,7 @@ import type { ServerResponse, IncomingMessage } from 'node:http';
 import { Hono } from 'hono';
 import type { HttpBindings, Http2Bindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
-import { RegistryError, renderErrorBody } from '../oci/index.ts';
+import { MAX_MANIFEST_BYTES, RegistryError, renderErrorBody } from '../oci/index.ts';
 import { isBasePath, routeRequest, type Route, type RoutingTable } from '../routing/index.ts';
 import type { Mirror, CacheResult } from '../mirror/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -32,7 +32,6 @@ export interface AppDeps {
 }
 
 const ANONYMOUS: Identity = { user: undefined };
-const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 /** Reads a small request body (a manifest), refusing more than `max` bytes. */
 async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
@@ -131,13 +130,13 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   async function handle(info: RequestInfo, req: IncomingMessage, res: ServerResponse, path: string, query: string, head: boolean): Promise<void> {
     const method = info.method;
     const auth = deps.auth;
-    const authHeader = req.headers.authorization;
-    const identity = auth === undefined || authHeader === undefined ? ANONYMOUS : await auth.identify(authHeader);
-    const base = (): string => deps.baseUrl(req.headers.host);
     if (path === TOKEN_PATH && auth !== undefined) {
       await issueToken(auth, req, res, method, head);
       return;
     }
+    const authHeader = req.headers.authorization;
+    const identity = auth === undefined || authHeader === undefined ? ANONYMOUS : await auth.identify(authHeader);
+    const base = (): string => deps.baseUrl(req.headers.host);
     if (identity === undefined) {
       throw new RegistryError('UNAUTHORIZED', 'the credentials or token are not valid (or the token expired): log in again', { headers: challenge(base()) });
     }
@@ -273,7 +272,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
       }
     }
     if (route.kind === 'manifest' && method === 'PUT') {
-      const bytes = await readBody(req, MAX_BODY_BYTES);
+      const bytes = await readBody(req, MAX_MANIFEST_BYTES);
       const digest = await pusher.putManifest(route, req.headers['content-type'], bytes);
       info.digest = digest;
       const prefix = path.slice(0, path.lastIndexOf('/manifests/'));

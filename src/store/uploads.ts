@@ -76,26 +76,29 @@ export class FsUploadStore {
    * (else RANGE_INVALID with the size, so the client can resume). Returns the new size.
    */
   append(id: string, repo: string, body: AsyncIterable<Uint8Array>, start?: number): Promise<number> {
-    return this.locked(id, async () => {
-      const size = await this.size(id, repo);
-      if (start !== undefined && start !== size) {
-        throw new RegistryError('RANGE_INVALID', `chunk starts at byte ${start} but the upload has ${size} bytes; resume from ${size}`, {
-          headers: { Range: `0-${Math.max(size - 1, 0)}` },
-        });
+    return this.locked(id, () => this.write(id, repo, body, start));
+  }
+
+  /** append() without the lock, for callers that hold it. */
+  private async write(id: string, repo: string, body: AsyncIterable<Uint8Array>, start?: number): Promise<number> {
+    const size = await this.size(id, repo);
+    if (start !== undefined && start !== size) {
+      throw new RegistryError('RANGE_INVALID', `chunk starts at byte ${start} but the upload has ${size} bytes; resume from ${size}`, {
+        headers: { Range: `0-${Math.max(size - 1, 0)}` },
+      });
+    }
+    const fh = await open(this.paths(id).data, 'a');
+    let n = size;
+    try {
+      for await (const chunk of body) {
+        let off = 0;
+        while (off < chunk.byteLength) off += (await fh.write(chunk, off, chunk.byteLength - off)).bytesWritten;
+        n += chunk.byteLength;
       }
-      const fh = await open(this.paths(id).data, 'a');
-      let n = size;
-      try {
-        for await (const chunk of body) {
-          let off = 0;
-          while (off < chunk.byteLength) off += (await fh.write(chunk, off, chunk.byteLength - off)).bytesWritten;
-          n += chunk.byteLength;
-        }
-      } finally {
-        await fh.close();
-      }
-      return n;
-    });
+    } finally {
+      await fh.close();
+    }
+    return n;
   }
 
   /**
@@ -104,8 +107,9 @@ export class FsUploadStore {
    * client may retry with the right digest) or BLOB_UPLOAD_UNKNOWN. Returns the blob's size.
    */
   async finish(id: string, repo: string, digest: Digest, body: AsyncIterable<Uint8Array>): Promise<number> {
-    await this.append(id, repo, body);
     return this.locked(id, async () => {
+      // The last chunk and the check under one lock: no other chunk can land in between.
+      await this.write(id, repo, body);
       const p = this.paths(id);
       const hasher = newHasher(digest.algorithm);
       let size = 0;
