@@ -4,7 +4,8 @@
  * then revalidated with one upstream HEAD; upstream failures serve the cached copy marked stale.
  * Knows nothing of HTTP frameworks: routes in, results or RegistryErrors out.
  */
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { LRUCache } from 'lru-cache';
 import type { Config } from '../config/index.ts';
 import type { Route } from '../routing/index.ts';
@@ -16,7 +17,7 @@ import {
   type Digest,
 } from '../oci/index.ts';
 import type { FsBlobStore } from '../store/index.ts';
-import { BlobVerifyError, storageUnavailable } from '../store/index.ts';
+import { BlobVerifyError, sendFileRange, storageUnavailable } from '../store/index.ts';
 import type { SqliteMetaStore, TagRecord, SqliteProvenanceStore } from '../meta/index.ts';
 import { ProvenanceRecorder } from './provenance-recorder.ts';
 import { recordManifest } from './manifest-record.ts';
@@ -311,7 +312,8 @@ export class Mirror {
       const size = await up.headBlob(route.upstreamRepo, d.value).catch((e: unknown) => {
         throw blobError(e);
       });
-      return { digest: d.value, size, cache: 'miss', open: () => Promise.reject(new Error('HEAD result has no body')), discard: () => undefined };
+      const noBody = (): Promise<never> => Promise.reject(new Error('HEAD result has no body'));
+      return { digest: d.value, size, cache: 'miss', open: noBody, sendTo: noBody, discard: () => undefined };
     }
     let entry = this.fills.get(d.value);
     if (entry === undefined) {
@@ -336,23 +338,29 @@ export class Mirror {
     }
     fill.acquire();
     let taken = false;
+    const open = async (start = 0, end?: number): Promise<Readable> => {
+      taken = true;
+      this.provenance.add(COUNTERS.blobMisses, 1);
+      this.provenance.add(COUNTERS.bytesServedDuringFill, (end ?? fill.size ?? 0) - start);
+      if (fill.size === undefined && (start !== 0 || end !== undefined)) {
+        try {
+          await fill.done();
+        } catch (e) {
+          fill.release();
+          throw blobError(e);
+        }
+      }
+      return fill.createReader(start, end);
+    };
     return {
       digest: d.value,
       size: fill.size,
       cache: 'miss',
-      open: async (start = 0, end?: number) => {
-        taken = true;
-        this.provenance.add(COUNTERS.blobMisses, 1);
-        this.provenance.add(COUNTERS.bytesServedDuringFill, (end ?? fill.size ?? 0) - start);
-        if (fill.size === undefined && (start !== 0 || end !== undefined)) {
-          try {
-            await fill.done();
-          } catch (e) {
-            fill.release();
-            throw blobError(e);
-          }
-        }
-        return fill.createReader(start, end);
+      open,
+      sendTo: async (dest: Writable, ready: () => void, start?: number, end?: number) => {
+        const body = await open(start, end);
+        ready();
+        await pipeline(body, dest);
       },
       discard: () => {
         if (!taken) {
@@ -374,15 +382,27 @@ export class Mirror {
     const { handle, size } = opened;
     this.accessed.set(d.value, this.now());
     let used = false;
+    const count = (start: number, end: number | undefined): void => {
+      used = true;
+      this.provenance.add(COUNTERS.blobHits, 1);
+      this.provenance.add(COUNTERS.bytesServedFromCache, (end ?? size) - start);
+    };
     return {
       digest: d.value,
       size,
       cache: 'hit',
       open: async (start = 0, end?: number): Promise<Readable> => {
-        used = true;
-        this.provenance.add(COUNTERS.blobHits, 1);
-        this.provenance.add(COUNTERS.bytesServedFromCache, (end ?? size) - start);
+        count(start, end);
         return handle.createReadStream({ start, ...(end === undefined ? {} : { end: end - 1 }), highWaterMark: 256 * 1024, autoClose: true });
+      },
+      sendTo: async (dest: Writable, ready: () => void, start = 0, end?: number): Promise<void> => {
+        count(start, end);
+        ready();
+        try {
+          await sendFileRange(handle, dest, start, end ?? size);
+        } finally {
+          await handle.close().catch(() => undefined);
+        }
       },
       discard: () => {
         if (!used) {

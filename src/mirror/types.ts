@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 /** How a response was served (the X-Regmirror-Cache header). */
 export type CacheResult = 'hit' | 'miss' | 'stale';
@@ -18,6 +18,13 @@ export interface BlobResult {
   cache: CacheResult;
   /** Streams bytes [start, end) (end exclusive; undefined = to the end). */
   open(start?: number, end?: number): Promise<Readable>;
+  /**
+   * Writes bytes [start, end) to `dest` and ends it (what the server does with a blob), calling
+   * `ready` once the bytes can flow (the response head goes out there: a RegistryError thrown
+   * before it can still become an error response). Rejects when the transfer fails; the caller
+   * then destroys `dest`. Call one of open, sendTo and discard, once.
+   */
+  sendTo(dest: Writable, ready: () => void, start?: number, end?: number): Promise<void>;
   /** Releases resources when the caller decides not to open (HEAD, 416). */
   discard(): void;
 }

@@ -4,7 +4,6 @@
  * backpressure; a failed fill destroys the connection, so the client sees a failed transfer).
  * Every failure is an OCI error envelope. This module never touches disk or SQL.
  */
-import { pipeline } from 'node:stream/promises';
 import type { ServerResponse, IncomingMessage } from 'node:http';
 import { Hono } from 'hono';
 import type { HttpBindings, Http2Bindings } from '@hono/node-server';
@@ -333,11 +332,10 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
       res.end();
       return;
     }
-    const body = await blob.open(start, end);
-    res.writeHead(status, h);
     try {
-      await pipeline(body, res);
+      await blob.sendTo(res, () => res.writeHead(status, h), start, end);
     } catch (e) {
+      if (e instanceof RegistryError && !res.headersSent) throw e;
       res.destroy();
       const err = e as NodeJS.ErrnoException;
       if (err.code !== 'ERR_STREAM_PREMATURE_CLOSE') log.warn({ reqId: info.id, digest: blob.digest, err: err.message }, 'blob transfer failed');

@@ -1,3 +1,4 @@
 export * from './fs-blob-store.ts';
 export * from './paths.ts';
 export * from './uploads.ts';
+export * from './send-file.ts';
