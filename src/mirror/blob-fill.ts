@@ -1,7 +1,9 @@
 /**
  * BlobFill: one upstream blob download being written to the cache, followed by any number of
- * readers. Readers tail the temp file with positional reads on the writer's own file handle, so a
- * slow client never slows the fill and a disconnect never stops it.
+ * readers. The last few MiB written stay in memory (the upstream's own chunks, not copies): a
+ * reader keeping up with the download is served from there, and one that falls behind tails the
+ * temp file with positional reads on the writer's own file handle. So a slow client never slows
+ * the fill, a disconnect never stops it, and the usual reader costs no disk read.
  *
  * Integrity rule: a reader never emits its last byte until the fill's size and digest are verified. A cut or wrong upstream body therefore always reaches the client as a failed transfer,
  * never as a complete-looking one.
@@ -11,6 +13,8 @@ import { Readable } from 'node:stream';
 import type { BlobWriter } from '../store/index.ts';
 
 const READ_CHUNK = 256 * 1024;
+/** How many bytes of the most recent chunks a fill keeps for readers that keep up. */
+const RECENT_BYTES = 4 * 1024 * 1024;
 
 /** filling → verified (digest checked: readers may finish) → committed (durable, in place); or failed. */
 export type FillState = 'filling' | 'verified' | 'committed' | 'failed';
@@ -19,6 +23,9 @@ export class BlobFill extends EventEmitter {
   state: FillState = 'filling';
   error: Error | undefined;
   private refs = 1;
+  /** The most recently written chunks, oldest first, with their offsets in the blob. */
+  private readonly recent: Array<{ pos: number; buf: Buffer }> = [];
+  private recentBytes = 0;
 
   constructor(
     readonly writer: BlobWriter,
@@ -33,9 +40,39 @@ export class BlobFill extends EventEmitter {
     return this.writer.bytesWritten;
   }
 
-  /** Called by the filler after each chunk is on disk. */
-  progress(): void {
+  /**
+   * Called by the filler after each chunk is on disk, with that chunk (which must not change
+   * afterwards) when readers may be served it from memory.
+   */
+  progress(chunk?: Buffer): void {
+    if (chunk !== undefined && chunk.byteLength > 0) {
+      this.recent.push({ pos: this.written - chunk.byteLength, buf: chunk });
+      this.recentBytes += chunk.byteLength;
+      while (this.recentBytes > RECENT_BYTES && this.recent.length > 1) {
+        this.recentBytes -= (this.recent.shift() as { buf: Buffer }).buf.byteLength;
+      }
+    }
     this.emit('change');
+  }
+
+  /** Bytes [pos, limit) or a prefix of them from the recent chunks; undefined when pos is older. */
+  private fromMemory(pos: number, limit: number): Buffer | undefined {
+    const recent = this.recent;
+    const first = recent[0];
+    if (first === undefined || pos < first.pos) return undefined;
+    for (let i = recent.length - 1; i >= 0; i--) {
+      const e = recent[i] as { pos: number; buf: Buffer };
+      if (e.pos <= pos) {
+        if (pos >= e.pos + e.buf.byteLength) return undefined;
+        return e.buf.subarray(pos - e.pos, Math.min(e.buf.byteLength, limit - e.pos));
+      }
+    }
+    return undefined;
+  }
+
+  private dropRecent(): void {
+    this.recent.length = 0;
+    this.recentBytes = 0;
   }
 
   /** Called by the filler once size and digest are checked: readers may now send their last byte. */
@@ -47,6 +84,7 @@ export class BlobFill extends EventEmitter {
   /** Called by the filler once the blob is verified and in place. Releases the filler's reference. */
   commit(): void {
     this.state = 'committed';
+    this.dropRecent();
     this.emit('change');
     this.release();
   }
@@ -54,6 +92,7 @@ export class BlobFill extends EventEmitter {
   /** Called by the filler when the download or verification failed. Releases the filler's reference. */
   fail(err: Error): void {
     this.state = 'failed';
+    this.dropRecent();
     this.error = err;
     this.emit('change');
     this.release();
@@ -147,6 +186,12 @@ export class BlobFill extends EventEmitter {
               fill.on('change', onChange);
             }
             return;
+          }
+          const mem = fill.fromMemory(pos, limit);
+          if (mem !== undefined) {
+            pos += mem.byteLength;
+            if (!stream.push(mem)) return;
+            continue;
           }
           const len = Math.min(READ_CHUNK, limit - pos);
           const buf = Buffer.allocUnsafe(len);

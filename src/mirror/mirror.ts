@@ -31,12 +31,20 @@ import type { BlobResult, CacheResult, ManifestResult, TagsResult } from './type
  * A manifest answer from the cache. Built field by field: an object spread here was, per request,
  * a copy V8 kept long enough to promote to the old generation (issue 7, peak RSS).
  */
-function answer(m: CachedManifest, digest: string, cache: CacheResult): ManifestResult {
-  return { bytes: m.bytes, mediaType: m.mediaType, digest, cache };
+function answer(m: LocalManifest, digest: string, cache: CacheResult): ManifestResult {
+  return { bytes: m.bytes, size: m.size, mediaType: m.mediaType, digest, cache };
 }
 
+/** A manifest held in memory. */
 interface CachedManifest {
   bytes: Buffer;
+  mediaType: string;
+}
+
+/** A stored manifest; `bytes` undefined when only its metadata was read (HEAD). */
+interface LocalManifest {
+  bytes: Buffer | undefined;
+  size: number;
   mediaType: string;
 }
 
@@ -103,11 +111,15 @@ export class Mirror {
    * Resolves a manifest route to its stored bytes.
    * Throws RegistryError: MANIFEST_UNKNOWN (not upstream, nothing cached), UNAUTHORIZED / DENIED /
    * TOOMANYREQUESTS / UNAVAILABLE (upstream failures with nothing cached), MANIFEST_INVALID.
+   * With `headOnly` a stored manifest not in memory is answered from its metadata row (digest,
+   * size, media type) without reading the file: HEAD by tag is how runtimes resolve tags.
    */
-  async getManifest(route: Route): Promise<ManifestResult> {
+  async getManifest(route: Route): Promise<ManifestResult & { bytes: Buffer }>;
+  async getManifest(route: Route, headOnly: boolean): Promise<ManifestResult>;
+  async getManifest(route: Route, headOnly = false): Promise<ManifestResult> {
     const ref = route.reference;
     if (ref === undefined) throw new RegistryError('MANIFEST_UNKNOWN', 'no manifest reference');
-    const result = ref.kind === 'digest' ? await this.manifestByDigest(route, parseDigest(ref.digest)) : await this.manifestByTag(route, ref.tag);
+    const result = ref.kind === 'digest' ? await this.manifestByDigest(route, parseDigest(ref.digest), headOnly) : await this.manifestByTag(route, ref.tag, headOnly);
     this.provenance.served(route.localRepo, result.digest, result.cache, this.now());
     return result;
   }
@@ -127,12 +139,13 @@ export class Mirror {
     return true;
   }
 
-  /** Reads a manifest from memory or disk; undefined when not stored. */
-  private async localManifest(d: Digest): Promise<CachedManifest | undefined> {
+  /** Reads a manifest from memory or disk (with `headOnly`, only its row); undefined when not stored. */
+  private async localManifest(d: Digest, headOnly: boolean): Promise<LocalManifest | undefined> {
     const mem = this.manifestCache.get(d.value);
-    if (mem !== undefined) return mem;
+    if (mem !== undefined) return { bytes: mem.bytes, size: mem.bytes.byteLength, mediaType: mem.mediaType };
     const rec = this.meta.getManifest(d.value);
     if (rec === undefined) return undefined;
+    if (headOnly) return { bytes: undefined, size: rec.size, mediaType: rec.mediaType };
     let bytes: Buffer | undefined;
     try {
       bytes = await this.store.read(d);
@@ -144,13 +157,12 @@ export class Mirror {
       this.meta.forgetManifest(d.value);
       return undefined;
     }
-    const m = { bytes, mediaType: rec.mediaType };
-    this.manifestCache.set(d.value, m);
-    return m;
+    this.manifestCache.set(d.value, { bytes, mediaType: rec.mediaType });
+    return { bytes, size: bytes.byteLength, mediaType: rec.mediaType };
   }
 
-  private async manifestByDigest(route: Route, d: Digest): Promise<ManifestResult> {
-    const local = await this.localManifest(d);
+  private async manifestByDigest(route: Route, d: Digest, headOnly: boolean): Promise<ManifestResult> {
+    const local = await this.localManifest(d, headOnly);
     if (local !== undefined && this.isLinked(route.localRepo, d.value)) {
       return answer(local, d.value, 'hit');
     }
@@ -164,19 +176,22 @@ export class Mirror {
     });
   }
 
-  private async manifestByTag(route: Route, tag: string): Promise<ManifestResult> {
+  private async manifestByTag(route: Route, tag: string, headOnly: boolean): Promise<ManifestResult> {
     const key = `${route.localRepo}:${tag}`;
     const rec = this.tagCache.get(key) ?? this.meta.getTag(route.localRepo, tag);
     const up = this.upstreamFor(route);
     const ttl = up?.registry.tagTtlMs ?? this.config.cache.tagTtlMs;
     if (rec !== undefined) {
-      const cached = await this.localManifest(parseDigest(rec.digest));
+      const d = parseDigest(rec.digest);
+      const cached = await this.localManifest(d, headOnly);
       if (cached !== undefined) {
         this.tagCache.set(key, rec);
         if (up === undefined || this.now() - rec.checkedAt < ttl) {
           return answer(cached, rec.digest, 'hit');
         }
-        return this.tagFlight.do(key, () => this.revalidateTag(up, route, tag, rec, cached));
+        // A revalidation's answer is shared with every waiting request, GETs too: with the bytes.
+        const full = cached.bytes === undefined ? await this.localManifest(d, false) : cached;
+        if (full !== undefined) return this.tagFlight.do(key, () => this.revalidateTag(up, route, tag, rec, full));
       }
     }
     if (up === undefined) throw this.offlineUnknown('MANIFEST_UNKNOWN', route, tag);
@@ -190,7 +205,7 @@ export class Mirror {
   }
 
   /** One upstream HEAD; same digest refreshes the check time, a new one is fetched, failures serve stale. */
-  private async revalidateTag(up: UpstreamClient, route: Route, tag: string, rec: TagRecord, cached: CachedManifest): Promise<ManifestResult> {
+  private async revalidateTag(up: UpstreamClient, route: Route, tag: string, rec: TagRecord, cached: LocalManifest): Promise<ManifestResult> {
     const key = `${route.localRepo}:${tag}`;
     try {
       const head = await up.headManifest(route.upstreamRepo, tag);
@@ -265,7 +280,7 @@ export class Mirror {
     );
     this.manifestCache.set(digest, { bytes: res.body, mediaType });
     this.log.info({ registry: route.registry, repo: route.upstreamRepo, reference, digest, mediaType, bytes: res.body.byteLength, cache: 'miss' }, 'manifest fetched');
-    return { bytes: res.body, mediaType, digest };
+    return { bytes: res.body, size: res.body.byteLength, mediaType, digest };
   }
 
   // ---------------------------------------------------------------- blobs
@@ -430,7 +445,7 @@ export class Mirror {
       try {
         for await (const chunk of res.body) {
           await writer.write(chunk as Buffer);
-          fill.progress();
+          fill.progress(chunk as Buffer);
         }
         await writer.verify();
         fill.verified();

@@ -46,6 +46,32 @@ test('readers follow a fill and get every byte once it commits; a late reader to
   assert.equal(await store.stat(d), content.length);
 });
 
+test('readers that keep up are served the recent chunks from memory, readers that fall behind from the file', async () => {
+  const content = Buffer.alloc(9 * 1024 * 1024 + 123);
+  for (let i = 0; i < content.length; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, Math.min(i, content.length - 4));
+  const { writer, fill } = await setup(content);
+  fill.acquire();
+  const keepingUp = collect(fill.createReader());
+  fill.acquire();
+  const ranged = collect(fill.createReader(5 * 1024 * 1024 + 7, 5 * 1024 * 1024 + 300_000));
+  let late: Promise<Buffer> | undefined;
+  for (let off = 0; off < content.length; off += 100_000) {
+    const chunk = Buffer.from(content.subarray(off, off + 100_000)); // the filler's own chunk
+    await writer.write(chunk);
+    fill.progress(chunk);
+    await new Promise((r) => setImmediate(r));
+    if (late === undefined && off > 6 * 1024 * 1024) {
+      fill.acquire();
+      late = collect(fill.createReader(1000)); // starts far behind the in-memory window
+    }
+  }
+  await writer.commit();
+  fill.commit();
+  assert.ok((await keepingUp).equals(content));
+  assert.ok((await ranged).equals(content.subarray(5 * 1024 * 1024 + 7, 5 * 1024 * 1024 + 300_000)));
+  assert.ok(late !== undefined && (await late).equals(content.subarray(1000)));
+});
+
 test('a reader never emits its last byte before the digest is verified; a bad fill errors the reader', async () => {
   const content = Buffer.from('0123456789');
   const { d, writer, fill, store } = await setup(content);
