@@ -3,9 +3,13 @@ import type { Readable, Writable } from 'node:stream';
 /** How a response was served (the X-Regmirror-Cache header). */
 export type CacheResult = 'hit' | 'miss' | 'stale';
 
-/** A manifest ready to send: its exact stored bytes. */
+/**
+ * A manifest ready to send: its exact stored bytes, or for a HEAD answered from metadata alone
+ * (not in memory) only its size.
+ */
 export interface ManifestResult {
-  bytes: Buffer;
+  bytes: Buffer | undefined;
+  size: number;
   mediaType: string;
   digest: string;
   cache: CacheResult;

@@ -86,9 +86,12 @@ function withProvenance(h: HeaderList, route: Route, cache: CacheResult): Header
   return h;
 }
 
-/** Sends `body` (or, for HEAD, only its length) with `headers`, which gains Content-Length. */
-function sendBuffer(res: ServerResponse, status: number, headers: HeaderList, body: Buffer | undefined, head: boolean): void {
-  headers.push('Content-Length', body?.byteLength ?? 0);
+/**
+ * Sends `body` (for HEAD only its length, which is `length` when the body was not read) with
+ * `headers`, which gains Content-Length.
+ */
+function sendBuffer(res: ServerResponse, status: number, headers: HeaderList, body: Buffer | undefined, head: boolean, length = body?.byteLength ?? 0): void {
+  headers.push('Content-Length', length);
   res.writeHead(status, headers);
   res.end(head ? undefined : body);
 }
@@ -189,11 +192,11 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     }
     switch (route.kind) {
       case 'manifest': {
-        const m = await mirror.getManifest(route);
+        const m = await mirror.getManifest(route, head);
         info.cache = m.cache;
         info.digest = m.digest;
         const h = apiHeaders('Content-Type', m.mediaType, 'Docker-Content-Digest', m.digest, 'ETag', `"${m.digest}"`);
-        sendBuffer(res, 200, withProvenance(h, route, m.cache), m.bytes, head);
+        sendBuffer(res, 200, withProvenance(h, route, m.cache), m.bytes, head, m.size);
         return;
       }
       case 'blob':

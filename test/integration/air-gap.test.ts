@@ -168,6 +168,20 @@ describe('air-gapped operation: seed, offline, bundles', { timeout: 600_000 }, (
       await offline?.stop();
     });
 
+    test('a fresh process answers manifest HEAD from metadata (right length, type, digest), then GET with the bytes', async () => {
+      for (const ref of ['v1', app.manifest.digest]) {
+        const h = await fetch(`${offline.url}/v2/gcr.io/team/app/manifests/${ref}`, { method: 'HEAD' });
+        assert.equal(h.status, 200, ref);
+        assert.equal(h.headers.get('content-length'), String(app.manifest.size), ref);
+        assert.equal(h.headers.get('content-type'), app.manifest.mediaType, ref);
+        assert.equal(h.headers.get('docker-content-digest'), app.manifest.digest, ref);
+      }
+      const g = await fetch(`${offline.url}/v2/gcr.io/team/app/manifests/v1`);
+      assert.equal(g.status, 200);
+      assert.ok(Buffer.from(await g.arrayBuffer()).equals(app.manifest.bytes));
+      assert.equal(g.headers.get('content-length'), String(app.manifest.size));
+    });
+
     test('skopeo pulls every seeded image from the offline mirror, identical digests', async () => {
       const h = offline.hostPort;
       assert.equal(await pulledDigest(work, `${h}/gcr.io/team/app:v1`), app.manifest.digest);
