@@ -9,7 +9,7 @@
  *   4. time to first byte of a cold 256 MiB blob vs the upstream's own
  *   5. 20 concurrent cold pulls of the large image: wall time, upstream fetches of the big layer
  *   6. peak RSS of each proxy in each phase
- *   7. metadata scale (regmirror): 100k blobs and 20k tags: start-up time, tag lookup p99
+ *   7. metadata scale (regmirror): 100k blobs and 20k tags: start-up time, tag lookup p99 (curl)
  * Prints one table with both proxies, the ratio and the target, and writes it as JSON and markdown
  * to bench-results/. BENCH_SECONDS sets each load phase's length (default 5).
  */
@@ -22,7 +22,7 @@ import { startRegistry, type RegistryProcess } from '../helpers/registry-process
 import { startMirror, mirrorToml, ROOT } from '../helpers/mirror-process.ts';
 import { skopeo } from '../helpers/skopeo.ts';
 import { makeImage, makeIndex, pushImage, pushIndex, MT, type Image, type IndexImage } from '../helpers/fixtures.ts';
-import { hey, RssSampler, upstreamBlobTraffic } from './tools.ts';
+import { curlHeadLatencies, hey, RssSampler, upstreamBlobTraffic } from './tools.ts';
 import { SqliteMetaStore } from '../../src/meta/index.ts';
 import { FsBlobStore, metaDbPath } from '../../src/store/index.ts';
 import { parseDigest } from '../../src/oci/index.ts';
@@ -285,23 +285,18 @@ async function main(): Promise<void> {
     const m = await startMirror(scaleDir, mirrorToml(`[cache]\ntag_ttl = "24h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`, 'gcr.io'));
     const startup = (performance.now() - t0) / 1000;
     const sampler = new RssSampler(m.pid);
-    const pool = new Pool(m.url, { connections: 1 });
-    const lat: number[] = [];
-    for (let i = 0; i < 5000; i++) {
-      const tag = tags[(i * 7919) % tags.length] ?? 't0';
-      const s = performance.now();
-      const r = await pool.request({ path: `/v2/scale/app/manifests/${tag}`, method: 'HEAD', headers: { accept: ACCEPT } });
-      await r.body.dump();
-      if (r.statusCode !== 200) throw new Error(`tag lookup ${tag}: ${r.statusCode}`);
-      lat.push(performance.now() - s);
-    }
-    await pool.close();
+    // Tags t15000..t19999 warm the fresh process's code paths (V8 compiles on use); the figure is
+    // 5000 HEADs of distinct other tags, none yet in the mirror's in-memory caches (7919 is prime to
+    // 15000), each answered from SQLite and disk, over one kept-alive connection.
+    const url = (tag: string): string => `${m.url}/v2/scale/app/manifests/${tag}`;
+    await curlHeadLatencies(tags.slice(15_000).map(url), { Accept: ACCEPT });
+    const lat = await curlHeadLatencies(Array.from({ length: 5000 }, (_, i) => url(`t${(i * 7919) % 15_000}`)), { Accept: ACCEPT });
     rss.regmirror['metadata scale'] = sampler.stop();
     await m.stop();
     lat.sort((a, b) => a - b);
     const p99 = lat[Math.floor(lat.length * 0.99)] ?? NaN;
     row('start-up with 100k blobs, 20k tags (process spawn to listening)', 's', startup, null, { text: '< 1 s', pass: startup < 1 }, false);
-    row('tag lookup p99 (cold LRU, HEAD over HTTP, 1 connection)', 'ms', p99, null, { text: '< 1 ms', pass: p99 < 1 }, false);
+    row(`tag lookup p99 (HEAD, uncached tags, 1 connection; p50 ${(lat[2500] ?? NaN).toFixed(2)} ms)`, 'ms', p99, null, { text: '< 1 ms', pass: p99 < 1 }, false);
 
     // ---------------------------------------------------------------- 6. peak RSS
     for (const phase of Object.keys(rss.regmirror)) {
