@@ -9,8 +9,8 @@
  * never as a complete-looking one.
  */
 import { EventEmitter } from 'node:events';
-import { Readable } from 'node:stream';
-import type { BlobWriter } from '../store/index.ts';
+import { Readable, type Writable } from 'node:stream';
+import { ChunkSink, type BlobWriter } from '../store/index.ts';
 
 const READ_CHUNK = 256 * 1024;
 /** How many bytes of the most recent chunks a fill keeps for readers that keep up. */
@@ -125,6 +125,53 @@ export class BlobFill extends EventEmitter {
   release(): void {
     this.refs--;
     if (this.refs === 0) void this.writer.handle.close().catch(() => undefined);
+  }
+
+  /** Settles at the next state or progress change. */
+  private nextChange(): Promise<void> {
+    return new Promise((resolve) => this.once('change', resolve));
+  }
+
+  /**
+   * Writes bytes [start, end) of the blob (end undefined: to the end) to `dest` following the fill,
+   * then ends it: recent chunks straight from memory, older bytes read from the file into two
+   * reused buffers (a read stream's fresh chunk per read piled up as garbage under 20 concurrent
+   * pulls). Holds back the last byte until the content is verified, like createReader. Consumes
+   * one reference the caller took with acquire(). Rejects with the fill's error on failure.
+   */
+  async sendTo(dest: Writable, start = 0, end?: number): Promise<void> {
+    const sink = new ChunkSink(dest);
+    try {
+      let buffers: Buffer[] | undefined;
+      let reads = 0;
+      let pos = start;
+      for (;;) {
+        if (this.state === 'failed') throw this.error ?? new Error('blob fill failed');
+        const target = end ?? this.size;
+        const committed = this.state === 'verified' || this.state === 'committed';
+        if (committed && pos >= (target ?? this.written)) break;
+        let limit = this.written;
+        if (target !== undefined) limit = Math.min(limit, committed ? target : target - 1);
+        if (pos >= limit) {
+          await Promise.race([this.nextChange(), sink.closed]);
+          continue;
+        }
+        let chunk = this.fromMemory(pos, limit);
+        if (chunk === undefined) {
+          buffers ??= [Buffer.allocUnsafeSlow(READ_CHUNK), Buffer.allocUnsafeSlow(READ_CHUNK)];
+          const buf = buffers[reads++ % 2] as Buffer; // taken by dest before the last sink.write returned
+          const { bytesRead } = await this.writer.handle.read(buf, 0, Math.min(READ_CHUNK, limit - pos), pos);
+          if (bytesRead === 0) throw new Error(`blob file ended at byte ${pos}`);
+          chunk = buf.subarray(0, bytesRead);
+        }
+        pos += chunk.byteLength;
+        await sink.write(chunk);
+      }
+      await sink.end();
+    } finally {
+      sink.dispose();
+      this.release();
+    }
   }
 
   /**

@@ -5,7 +5,6 @@
  * Knows nothing of HTTP frameworks: routes in, results or RegistryErrors out.
  */
 import type { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { LRUCache } from 'lru-cache';
 import type { Config } from '../config/index.ts';
 import type { Route } from '../routing/index.ts';
@@ -353,7 +352,8 @@ export class Mirror {
     }
     fill.acquire();
     let taken = false;
-    const open = async (start = 0, end?: number): Promise<Readable> => {
+    /** Counts the serve; a range of a blob of unknown size waits for the fill to know it. */
+    const prepare = async (start: number, end: number | undefined): Promise<void> => {
       taken = true;
       this.provenance.add(COUNTERS.blobMisses, 1);
       this.provenance.add(COUNTERS.bytesServedDuringFill, (end ?? fill.size ?? 0) - start);
@@ -365,6 +365,9 @@ export class Mirror {
           throw blobError(e);
         }
       }
+    };
+    const open = async (start = 0, end?: number): Promise<Readable> => {
+      await prepare(start, end);
       return fill.createReader(start, end);
     };
     return {
@@ -372,10 +375,10 @@ export class Mirror {
       size: fill.size,
       cache: 'miss',
       open,
-      sendTo: async (dest: Writable, ready: () => void, start?: number, end?: number) => {
-        const body = await open(start, end);
+      sendTo: async (dest: Writable, ready: () => void, start = 0, end?: number) => {
+        await prepare(start, end);
         ready();
-        await pipeline(body, dest);
+        await fill.sendTo(dest, start, end);
       },
       discard: () => {
         if (!taken) {

@@ -1,24 +1,57 @@
 /**
- * Sends a byte range of an open file to a writable (an HTTP response) through two reused buffers:
- * the next chunk is read while the previous one is being written, and a buffer is refilled only
- * after the socket has taken its bytes. A read stream allocates a fresh chunk per read instead;
- * at GB/s those dead chunks piled up as tens of MiB of external memory between V8's collections
- * (issue 7: peak RSS while serving warm blobs to 16 clients).
+ * Sending blob bytes to an HTTP response through reused buffers. A read stream allocates a fresh
+ * chunk per read; at GB/s those dead chunks piled up as tens of MiB of external memory between
+ * V8's collections (issue 7: peak RSS serving warm blobs to 16 clients, and 20 concurrent pulls).
+ * Here a chunk is read while the previous one is being written, and a buffer is refilled only after
+ * the socket has taken its bytes.
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 
 export const SEND_CHUNK = 256 * 1024;
 
-/** Resolves when `dest` has taken `chunk` (its write callback); rejects if `dest` fails or closes first. */
-function writeChunk(dest: Writable, chunk: Buffer, closed: Promise<never>): Promise<void> {
-  const written = new Promise<void>((resolve, reject) => {
-    dest.write(chunk, (err) => (err ? reject(err) : resolve()));
-  });
-  written.catch(() => undefined); // a write failing after the close already rejected the race
-  const either = Promise.race([written, closed]);
-  either.catch(() => undefined); // awaited later; a failed read must not leave it unhandled
-  return either;
+/**
+ * Writes chunks to `dest` one at a time. `write` resolves once the *previous* chunk was taken by
+ * `dest` and this one is on its way: after `write(b2)` returns, the buffer given to the write
+ * before it may be reused. Rejects when `dest` fails or closes early.
+ */
+export class ChunkSink {
+  /** Rejects when `dest` closes before the sink ended it. */
+  readonly closed: Promise<never>;
+  private pending: Promise<void> | undefined;
+  private readonly onClose: () => void;
+
+  constructor(private readonly dest: Writable) {
+    let reject: (e: Error) => void = () => undefined;
+    this.closed = new Promise<never>((_resolve, r) => {
+      reject = r;
+    });
+    this.closed.catch(() => undefined);
+    this.onClose = () => reject(Object.assign(new Error('the client closed the connection'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    dest.once('close', this.onClose);
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.pending !== undefined) await this.pending;
+    const written = new Promise<void>((resolve, reject) => {
+      this.dest.write(chunk, (err) => (err ? reject(err) : resolve()));
+    });
+    written.catch(() => undefined); // a write failing after the close already rejected the race
+    const either = Promise.race([written, this.closed]);
+    either.catch(() => undefined); // awaited by the next write or end
+    this.pending = either;
+  }
+
+  /** Waits for the last chunk, ends `dest` and waits until it finished. */
+  async end(): Promise<void> {
+    if (this.pending !== undefined) await this.pending;
+    await Promise.race([new Promise<void>((resolve) => this.dest.end(() => resolve())), this.closed]);
+  }
+
+  /** Stops watching `dest` (call when done, whatever happened). */
+  dispose(): void {
+    this.dest.off('close', this.onClose);
+  }
 }
 
 /**
@@ -26,31 +59,20 @@ function writeChunk(dest: Writable, chunk: Buffer, closed: Promise<never>): Prom
  * `end` or `dest` closes early; the caller then destroys `dest` so the client sees a cut transfer.
  */
 export async function sendFileRange(handle: FileHandle, dest: Writable, start: number, end: number): Promise<void> {
-  let onClose: (() => void) | undefined;
-  const closed = new Promise<never>((_resolve, reject) => {
-    onClose = () => reject(Object.assign(new Error('the client closed the connection'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
-    dest.once('close', onClose);
-  });
-  closed.catch(() => undefined);
+  const sink = new ChunkSink(dest);
   try {
     const size = Math.min(SEND_CHUNK, Math.max(end - start, 1));
     const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)];
-    let pending: Promise<void> | undefined;
     let pos = start;
     for (let i = 0; pos < end; i++) {
-      const buf = buffers[i % 2] as Buffer; // its last write was awaited in the previous round
+      const buf = buffers[i % 2] as Buffer; // its write was taken before the last sink.write returned
       const { bytesRead } = await handle.read(buf, 0, Math.min(size, end - pos), pos);
       if (bytesRead === 0) throw new Error(`the cached file ended at byte ${pos} of ${end}`);
       pos += bytesRead;
-      if (pending !== undefined) await pending;
-      pending = writeChunk(dest, bytesRead === buf.length ? buf : buf.subarray(0, bytesRead), closed);
+      await sink.write(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
     }
-    if (pending !== undefined) await pending;
-    await new Promise<void>((resolve, reject) => {
-      dest.end(() => resolve());
-      closed.catch(reject);
-    });
+    await sink.end();
   } finally {
-    if (onClose !== undefined) dest.off('close', onClose);
+    sink.dispose();
   }
 }

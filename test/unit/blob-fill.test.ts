@@ -4,6 +4,7 @@ import { mkdtempSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
+import { Writable } from 'node:stream';
 import { FsBlobStore, BlobVerifyError, blobPath } from '../../src/store/index.ts';
 import { BlobFill, SingleFlight } from '../../src/mirror/index.ts';
 import { parseDigest } from '../../src/oci/index.ts';
@@ -70,6 +71,63 @@ test('readers that keep up are served the recent chunks from memory, readers tha
   assert.ok((await keepingUp).equals(content));
   assert.ok((await ranged).equals(content.subarray(5 * 1024 * 1024 + 7, 5 * 1024 * 1024 + 300_000)));
   assert.ok(late !== undefined && (await late).equals(content.subarray(1000)));
+});
+
+/** A destination that copies what it gets (buffers are reused by the sender) and acknowledges later. */
+function copyingSink(): Writable & { bytes: () => Buffer } {
+  const got: Buffer[] = [];
+  const w = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      got.push(Buffer.from(chunk));
+      setImmediate(cb);
+    },
+  });
+  return Object.assign(w, { bytes: () => Buffer.concat(got) });
+}
+
+test('sendTo writes a following fill to a destination, from memory or the file, and ends it only after verification', async () => {
+  const content = Buffer.alloc(9 * 1024 * 1024 + 5);
+  for (let i = 0; i < content.length; i++) content[i] = (i * 13 + (i >> 10)) & 0xff;
+  const { writer, fill } = await setup(content);
+  const early = copyingSink();
+  fill.acquire();
+  const earlyDone = fill.sendTo(early);
+  let late: ReturnType<typeof copyingSink> | undefined;
+  let lateDone: Promise<void> | undefined;
+  for (let off = 0; off < content.length; off += 100_000) {
+    const chunk = Buffer.from(content.subarray(off, off + 100_000));
+    await writer.write(chunk);
+    fill.progress(chunk);
+    await new Promise((r) => setImmediate(r));
+    if (late === undefined && off > 6 * 1024 * 1024) {
+      late = copyingSink();
+      fill.acquire();
+      lateDone = fill.sendTo(late, 10); // starts far behind the in-memory window: reads the file
+    }
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(early.writableEnded, false, 'not ended before the digest is verified');
+  await writer.commit();
+  fill.commit();
+  await earlyDone;
+  await lateDone;
+  assert.ok(early.bytes().equals(content));
+  assert.ok(late !== undefined && late.bytes().equals(content.subarray(10)));
+  assert.equal(early.writableFinished, true);
+});
+
+test('sendTo rejects without ending the destination when the fill fails', async () => {
+  const content = Buffer.alloc(300_000, 3);
+  const { writer, fill } = await setup(content);
+  const out = copyingSink();
+  fill.acquire();
+  const done = fill.sendTo(out);
+  await writer.write(Buffer.alloc(300_000, 4)); // wrong bytes
+  fill.progress();
+  await assert.rejects(writer.commit(), BlobVerifyError);
+  fill.fail(new BlobVerifyError('digest mismatch'));
+  await assert.rejects(done, /digest mismatch/);
+  assert.equal(out.writableEnded, false);
 });
 
 test('a reader never emits its last byte before the digest is verified; a bad fill errors the reader', async () => {
