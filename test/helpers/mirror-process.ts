@@ -6,6 +6,8 @@ import { waitFor } from './net.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const BIN = join(ROOT, 'bin/regmirror.js');
+/** The node flags the server runs with: bin/regmirror.js's shebang and `npm start` pass them too. */
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=4'];
 
 export interface MirrorProcess {
   pid: number;
@@ -39,7 +41,7 @@ export async function startMirror(dir: string, toml: string, env: NodeJS.Process
   const fd = openSync(logFile, 'a');
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--config', config], {
+    child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...nodeArgs, BIN, 'serve', '--config', config], {
       stdio: ['ignore', fd, fd],
       env: { ...process.env, ...env },
     });
