@@ -127,6 +127,17 @@ export class BlobFill extends EventEmitter {
     if (this.refs === 0) void this.writer.handle.close().catch(() => undefined);
   }
 
+  /**
+   * How far a reader at `pos` (range end `end`, undefined: the blob's end) may read now: the bytes
+   * received, less the last byte until the content is verified; `done` once it has them all.
+   */
+  private readLimit(pos: number, end: number | undefined): number | 'done' {
+    const target = end ?? this.size;
+    const committed = this.state === 'verified' || this.state === 'committed';
+    if (committed && pos >= (target ?? this.written)) return 'done';
+    return target === undefined ? this.written : Math.min(this.written, committed ? target : target - 1);
+  }
+
   /** Settles at the next state or progress change. */
   private nextChange(): Promise<void> {
     return new Promise((resolve) => this.once('change', resolve));
@@ -147,11 +158,8 @@ export class BlobFill extends EventEmitter {
       let pos = start;
       for (;;) {
         if (this.state === 'failed') throw this.error ?? new Error('blob fill failed');
-        const target = end ?? this.size;
-        const committed = this.state === 'verified' || this.state === 'committed';
-        if (committed && pos >= (target ?? this.written)) break;
-        let limit = this.written;
-        if (target !== undefined) limit = Math.min(limit, committed ? target : target - 1);
+        const limit = this.readLimit(pos, end);
+        if (limit === 'done') break;
         if (pos >= limit) {
           await Promise.race([this.nextChange(), sink.closed]);
           continue;
@@ -213,20 +221,16 @@ export class BlobFill extends EventEmitter {
       busy = true;
       try {
         for (;;) {
-          const target = end ?? fill.size;
           if (fill.state === 'failed') {
             stream.destroy(fill.error ?? new Error('blob fill failed'));
             return;
           }
-          const committed = fill.state === 'verified' || fill.state === 'committed';
-          if (committed && pos >= (target ?? fill.written)) {
+          const limit = fill.readLimit(pos, end);
+          if (limit === 'done') {
             stream.push(null);
             release();
             return;
           }
-          // Hold back the reader's last byte until the content is verified.
-          let limit = fill.written;
-          if (target !== undefined) limit = Math.min(limit, committed ? target : target - 1);
           if (pos >= limit) {
             if (!waiting) {
               waiting = true;

@@ -34,18 +34,15 @@ function answer(m: LocalManifest, digest: string, cache: CacheResult): ManifestR
   return { bytes: m.bytes, size: m.size, mediaType: m.mediaType, digest, cache };
 }
 
-/** A manifest held in memory. */
-interface CachedManifest {
-  bytes: Buffer;
-  mediaType: string;
-}
-
 /** A stored manifest; `bytes` undefined when only its metadata was read (HEAD). */
 interface LocalManifest {
   bytes: Buffer | undefined;
   size: number;
   mediaType: string;
 }
+
+/** A manifest held in memory, in the shape answers are built from. */
+type CachedManifest = LocalManifest & { bytes: Buffer };
 
 export interface MirrorDeps {
   config: Config;
@@ -141,7 +138,7 @@ export class Mirror {
   /** Reads a manifest from memory or disk (with `headOnly`, only its row); undefined when not stored. */
   private async localManifest(d: Digest, headOnly: boolean): Promise<LocalManifest | undefined> {
     const mem = this.manifestCache.get(d.value);
-    if (mem !== undefined) return { bytes: mem.bytes, size: mem.bytes.byteLength, mediaType: mem.mediaType };
+    if (mem !== undefined) return mem;
     const rec = this.meta.getManifest(d.value);
     if (rec === undefined) return undefined;
     if (headOnly) return { bytes: undefined, size: rec.size, mediaType: rec.mediaType };
@@ -156,8 +153,9 @@ export class Mirror {
       this.meta.forgetManifest(d.value);
       return undefined;
     }
-    this.manifestCache.set(d.value, { bytes, mediaType: rec.mediaType });
-    return { bytes, size: bytes.byteLength, mediaType: rec.mediaType };
+    const m = { bytes, size: bytes.byteLength, mediaType: rec.mediaType };
+    this.manifestCache.set(d.value, m);
+    return m;
   }
 
   private async manifestByDigest(route: Route, d: Digest, headOnly: boolean): Promise<ManifestResult> {
@@ -277,7 +275,7 @@ export class Mirror {
       },
       this.now(),
     );
-    this.manifestCache.set(digest, { bytes: res.body, mediaType });
+    this.manifestCache.set(digest, { bytes: res.body, size: res.body.byteLength, mediaType });
     this.log.info({ registry: route.registry, repo: route.upstreamRepo, reference, digest, mediaType, bytes: res.body.byteLength, cache: 'miss' }, 'manifest fetched');
     return { bytes: res.body, size: res.body.byteLength, mediaType, digest };
   }
