@@ -264,6 +264,7 @@ export async function importBundle(rt: Runtime, file: string, progress = new Pro
           await w.abort();
           throw new BundleError(`bundle entry ${name}: ${(e as Error).message}; nothing was imported`);
         } finally {
+          await w.releaseMemory();
           await w.handle.close();
         }
         const old = staged.get(d.value);

@@ -31,9 +31,12 @@ export function routingOf(config: Config): RoutingTable {
  * temporary files: seed and import may run beside a live server on the same data directory.
  */
 export async function openRuntime(config: Config, log: Logger, owner: boolean): Promise<Runtime> {
-  const store = new FsBlobStore(config.server.dataDir);
+  const store = new FsBlobStore(config.server.dataDir, config.cache.directIo);
   const removed = await store.init(owner);
   if (removed > 0) log.info({ removed }, 'removed leftover temporary files');
+  if (store.directIoRefused !== undefined) {
+    log.info({ reason: store.directIoRefused }, 'the cache filesystem refused direct I/O; blobs are written through the page cache');
+  }
   const meta = new SqliteMetaStore(metaDbPath(config.server.dataDir));
   const provenance = new SqliteProvenanceStore(meta.database);
   const upstreams = new Map(config.registries.map((r) => [r.host, new UpstreamClient(r, log)]));

@@ -387,6 +387,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   const maxSizeBytes = cache?.size('max_size');
   const offline = cache?.bool('offline') ?? false;
   const memoryManifestBytes = cache?.size('memory_manifest_bytes') ?? 64 * 1024 * 1024;
+  const directIo = cache?.bool('direct_io') ?? true;
   cache?.done();
 
   const upstream = root.table_('upstream');
@@ -451,7 +452,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   const config: Config = {
     defaultRegistry,
     server: { listen, dataDir },
-    cache: { tagTtlMs, offline, memoryManifestBytes },
+    cache: { tagTtlMs, offline, memoryManifestBytes, directIo },
     log: { level: level as Config['log']['level'] },
     api: apiListen === undefined ? { enabled: apiEnabled } : { enabled: apiEnabled, listen: apiListen },
     registries,

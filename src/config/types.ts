@@ -87,6 +87,8 @@ export interface Config {
     offline: boolean;
     /** Bytes of manifests kept in memory in front of the disk store. */
     memoryManifestBytes: number;
+    /** Write blobs with O_DIRECT where the filesystem takes it (no page-cache copy). */
+    directIo: boolean;
   };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   /** The read-only provenance API: off, on the main listener (listen undefined), or on its own address. */

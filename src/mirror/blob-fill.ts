@@ -1,20 +1,34 @@
 /**
  * BlobFill: one upstream blob download being written to the cache, followed by any number of
- * readers. The last few MiB written stay in memory (the upstream's own chunks, not copies): a
- * reader keeping up with the download is served from there, and one that falls behind tails the
- * temp file with positional reads on the writer's own file handle. So a slow client never slows
- * the fill, a disconnect never stops it, and the usual reader costs no disk read.
+ * readers. The writer keeps the newest few MiB in its staging blocks: a reader keeping up with
+ * the download copies from there, and one that falls behind tails the temp file with positional
+ * reads on the writer's own file handle. The download is paced to its fastest reader (at most
+ * PACE_AHEAD ahead), so that reader stays inside the memory window; a reader that stalls ends the
+ * pacing, so a slow client never holds the fill back for long, and a disconnect never stops it.
  *
- * Integrity rule: a reader never emits its last byte until the fill's size and digest are verified. A cut or wrong upstream body therefore always reaches the client as a failed transfer,
- * never as a complete-looking one.
+ * Integrity rule: a reader never emits its last byte until the fill's size and digest are
+ * verified. A cut or wrong upstream body therefore always reaches the client as a failed
+ * transfer, never as a complete-looking one.
  */
 import { EventEmitter } from 'node:events';
 import { Readable, type Writable } from 'node:stream';
 import { ChunkSink, type BlobWriter } from '../store/index.ts';
 
 const READ_CHUNK = 256 * 1024;
-/** How many bytes of the most recent chunks a fill keeps for readers that keep up. */
-const RECENT_BYTES = 4 * 1024 * 1024;
+/**
+ * How far the download may run ahead of its fastest reader: well inside the writer's memory
+ * window (3-4 MiB), so a reader that keeps up never reads the file. A download racing ahead of
+ * its client made the client read every byte back from the file (issue 7: a third of the
+ * mirror's CPU in a cold pull).
+ */
+const PACE_AHEAD = 2 * 1024 * 1024;
+/** A lead reader that takes nothing for this long stops pacing the download, which then runs free. */
+const PACE_STALL_MS = 500;
+
+/** Where a reader following the fill is: the bytes before `pos` were taken by its client. */
+interface ReaderPos {
+  pos: number;
+}
 
 /** filling → verified (digest checked: readers may finish) → committed (durable, in place); or failed. */
 export type FillState = 'filling' | 'verified' | 'committed' | 'failed';
@@ -23,9 +37,11 @@ export class BlobFill extends EventEmitter {
   state: FillState = 'filling';
   error: Error | undefined;
   private refs = 1;
-  /** The most recently written chunks, oldest first, with their offsets in the blob. */
-  private readonly recent: Array<{ pos: number; buf: Buffer }> = [];
-  private recentBytes = 0;
+  /** Readers following the fill, for pacing. */
+  private readonly readers = new Set<ReaderPos>();
+  private pacing = true;
+  /** Wakes the filler waiting in paced(). */
+  private wakeFiller: (() => void) | undefined;
 
   constructor(
     readonly writer: BlobWriter,
@@ -34,45 +50,91 @@ export class BlobFill extends EventEmitter {
   ) {
     super();
     this.setMaxListeners(0);
+    writer.onFileGrow = () => this.emit('change');
   }
 
   get written(): number {
     return this.writer.bytesWritten;
   }
 
-  /**
-   * Called by the filler after each chunk is on disk, with that chunk (which must not change
-   * afterwards) when readers may be served it from memory.
-   */
-  progress(chunk?: Buffer): void {
-    if (chunk !== undefined && chunk.byteLength > 0) {
-      this.recent.push({ pos: this.written - chunk.byteLength, buf: chunk });
-      this.recentBytes += chunk.byteLength;
-      while (this.recentBytes > RECENT_BYTES && this.recent.length > 1) {
-        this.recentBytes -= (this.recent.shift() as { buf: Buffer }).buf.byteLength;
-      }
-    }
+  /** Called by the filler after each chunk it gave the writer. */
+  progress(): void {
     this.emit('change');
   }
 
-  /** Bytes [pos, limit) or a prefix of them from the recent chunks; undefined when pos is older. */
-  private fromMemory(pos: number, limit: number): Buffer | undefined {
-    const recent = this.recent;
-    const first = recent[0];
-    if (first === undefined || pos < first.pos) return undefined;
-    for (let i = recent.length - 1; i >= 0; i--) {
-      const e = recent[i] as { pos: number; buf: Buffer };
-      if (e.pos <= pos) {
-        if (pos >= e.pos + e.buf.byteLength) return undefined;
-        return e.buf.subarray(pos - e.pos, Math.min(e.buf.byteLength, limit - e.pos));
-      }
+  /**
+   * The filler's loop: writes the upstream body to the writer, paced to the readers, then checks
+   * size and digest and lets the readers finish (verified). Throws on a read, write or verify
+   * failure; the caller then aborts the writer and fails the fill. Persisting is the caller's.
+   */
+  async download(body: AsyncIterable<Uint8Array>): Promise<void> {
+    for await (const chunk of body) {
+      await this.writer.write(chunk);
+      this.progress();
+      const paced = this.paced();
+      if (paced !== undefined) await paced;
     }
-    return undefined;
+    await this.writer.verify();
+    this.verified();
   }
 
-  private dropRecent(): void {
-    this.recent.length = 0;
-    this.recentBytes = 0;
+  /**
+   * Undefined when the filler may take its next chunk at once; else a promise that settles when it
+   * may: once the fastest reader is within PACE_AHEAD again. A lead reader that takes nothing for
+   * PACE_STALL_MS (a stalled or slow client) ends pacing for the rest of the fill.
+   */
+  paced(): Promise<void> | undefined {
+    if (!this.pacing || !this.behind()) return undefined;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.pacing = false;
+        this.wakeFiller = undefined;
+        resolve();
+      }, PACE_STALL_MS);
+      this.wakeFiller = () => {
+        if (this.behind()) return;
+        clearTimeout(timer);
+        this.wakeFiller = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /** Whether readers follow and the fastest is more than PACE_AHEAD behind the download. */
+  private behind(): boolean {
+    if (this.readers.size === 0) return false;
+    let lead = 0;
+    for (const r of this.readers) if (r.pos > lead) lead = r.pos;
+    return this.written - lead > PACE_AHEAD;
+  }
+
+  private readerMoved(): void {
+    this.wakeFiller?.();
+  }
+
+  private readerLeft(r: ReaderPos): void {
+    this.readers.delete(r);
+    this.wakeFiller?.();
+  }
+
+  private stopPacing(): void {
+    this.pacing = false;
+    this.wakeFiller?.();
+  }
+
+  /**
+   * Puts up to `len` bytes at `pos` into `buf`: from the writer's memory, else from the file.
+   * Returns 0 when they are in neither yet (wait for the next change). `len` > 0, and `pos + len`
+   * within what the writer accepted.
+   */
+  private async readAt(pos: number, buf: Buffer, len: number): Promise<number> {
+    const n = this.writer.copyRecent(pos, buf, 0, len);
+    if (n > 0) return n;
+    const inFile = this.writer.bytesInFile;
+    if (pos >= inFile) return 0;
+    const { bytesRead } = await this.writer.handle.read(buf, 0, Math.min(len, inFile - pos), pos);
+    if (bytesRead === 0) throw new Error(`blob file ended at byte ${pos}`);
+    return bytesRead;
   }
 
   /** Called by the filler once size and digest are checked: readers may now send their last byte. */
@@ -84,7 +146,8 @@ export class BlobFill extends EventEmitter {
   /** Called by the filler once the blob is verified and in place. Releases the filler's reference. */
   commit(): void {
     this.state = 'committed';
-    this.dropRecent();
+    this.stopPacing();
+    void this.writer.releaseMemory();
     this.emit('change');
     this.release();
   }
@@ -92,7 +155,7 @@ export class BlobFill extends EventEmitter {
   /** Called by the filler when the download or verification failed. Releases the filler's reference. */
   fail(err: Error): void {
     this.state = 'failed';
-    this.dropRecent();
+    this.stopPacing();
     this.error = err;
     this.emit('change');
     this.release();
@@ -138,45 +201,42 @@ export class BlobFill extends EventEmitter {
     return target === undefined ? this.written : Math.min(this.written, committed ? target : target - 1);
   }
 
-  /** Settles at the next state or progress change. */
-  private nextChange(): Promise<void> {
-    return new Promise((resolve) => this.once('change', resolve));
-  }
-
   /**
    * Writes bytes [start, end) of the blob (end undefined: to the end) to `dest` following the fill,
-   * then ends it: recent chunks straight from memory, older bytes read from the file into two
-   * reused buffers (a read stream's fresh chunk per read piled up as garbage under 20 concurrent
-   * pulls). Holds back the last byte until the content is verified, like createReader. Consumes
-   * one reference the caller took with acquire(). Rejects with the fill's error on failure.
+   * then ends it, through two reused buffers (fresh chunks per read piled up as garbage under 20
+   * concurrent pulls). Holds back the last byte until the content is verified, like createReader.
+   * Consumes one reference the caller took with acquire(). Rejects with the fill's error on failure.
    */
   async sendTo(dest: Writable, start = 0, end?: number): Promise<void> {
     const sink = new ChunkSink(dest);
+    const me: ReaderPos = { pos: start };
+    this.readers.add(me);
+    const nextChange = (done: () => void): void => {
+      this.once('change', () => done());
+    };
     try {
-      let buffers: Buffer[] | undefined;
-      let reads = 0;
+      const size = Math.min(READ_CHUNK, Math.max(1, (end ?? this.size ?? READ_CHUNK) - start));
+      const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)];
       let pos = start;
-      for (;;) {
+      for (let i = 0; ; ) {
         if (this.state === 'failed') throw this.error ?? new Error('blob fill failed');
         const limit = this.readLimit(pos, end);
         if (limit === 'done') break;
-        if (pos >= limit) {
-          await Promise.race([this.nextChange(), sink.closed]);
+        const buf = buffers[i % 2] as Buffer; // its write was taken before the last sink.write returned
+        const n = pos < limit ? await this.readAt(pos, buf, Math.min(size, limit - pos)) : 0;
+        if (n === 0) {
+          await sink.until(nextChange);
           continue;
         }
-        let chunk = this.fromMemory(pos, limit);
-        if (chunk === undefined) {
-          buffers ??= [Buffer.allocUnsafeSlow(READ_CHUNK), Buffer.allocUnsafeSlow(READ_CHUNK)];
-          const buf = buffers[reads++ % 2] as Buffer; // taken by dest before the last sink.write returned
-          const { bytesRead } = await this.writer.handle.read(buf, 0, Math.min(READ_CHUNK, limit - pos), pos);
-          if (bytesRead === 0) throw new Error(`blob file ended at byte ${pos}`);
-          chunk = buf.subarray(0, bytesRead);
-        }
-        pos += chunk.byteLength;
-        await sink.write(chunk);
+        i++;
+        me.pos = pos; // the chunk before this one was taken (sink.write below waits for that)
+        pos += n;
+        await sink.write(n === buf.length ? buf : buf.subarray(0, n));
+        this.readerMoved();
       }
       await sink.end();
     } finally {
+      this.readerLeft(me);
       sink.dispose();
       this.release();
     }
@@ -190,9 +250,12 @@ export class BlobFill extends EventEmitter {
     let pos = start;
     let waiting = false;
     let released = false;
+    const me: ReaderPos = { pos: start };
+    this.readers.add(me);
     const release = (): void => {
       if (!released) {
         released = true;
+        this.readerLeft(me);
         this.release();
       }
     };
@@ -200,6 +263,8 @@ export class BlobFill extends EventEmitter {
     const stream = new Readable({
       highWaterMark: READ_CHUNK,
       read() {
+        me.pos = pos - stream.readableLength; // what the consumer has taken
+        fill.readerMoved();
         void pump();
       },
       destroy(err, cb) {
@@ -231,25 +296,19 @@ export class BlobFill extends EventEmitter {
             release();
             return;
           }
-          if (pos >= limit) {
+          const len = pos < limit ? Math.min(READ_CHUNK, limit - pos) : 0;
+          const buf = Buffer.allocUnsafe(Math.max(len, 1)); // pushed, so never reused
+          const n = len > 0 ? await fill.readAt(pos, buf, len) : 0;
+          if (stream.destroyed) return;
+          if (n === 0) {
             if (!waiting) {
               waiting = true;
               fill.on('change', onChange);
             }
             return;
           }
-          const mem = fill.fromMemory(pos, limit);
-          if (mem !== undefined) {
-            pos += mem.byteLength;
-            if (!stream.push(mem)) return;
-            continue;
-          }
-          const len = Math.min(READ_CHUNK, limit - pos);
-          const buf = Buffer.allocUnsafe(len);
-          const { bytesRead } = await fill.writer.handle.read(buf, 0, len, pos);
-          if (stream.destroyed) return;
-          pos += bytesRead;
-          if (!stream.push(bytesRead === len ? buf : buf.subarray(0, bytesRead))) return;
+          pos += n;
+          if (!stream.push(n === buf.length ? buf : buf.subarray(0, n))) return;
         }
       } catch (e) {
         stream.destroy(e as Error);

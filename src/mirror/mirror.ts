@@ -444,12 +444,7 @@ export class Mirror {
     const log = this.log.child({ registry: route.registry, repo: route.upstreamRepo, digest: d.value });
     void (async () => {
       try {
-        for await (const chunk of res.body) {
-          await writer.write(chunk as Buffer);
-          fill.progress(chunk as Buffer);
-        }
-        await writer.verify();
-        fill.verified();
+        await fill.download(res.body);
         await writer.persist();
         this.meta.putBlob(route.localRepo, d.value, writer.bytesWritten, this.now());
         this.provenance.add(COUNTERS.bytesFetchedUpstream, writer.bytesWritten);

@@ -2,12 +2,15 @@
  * FsBlobStore: content-addressed blobs on the local filesystem (DESIGN §5).
  * Write path: temp file on the same filesystem, hash while writing, check size and digest,
  * fsync, rename, fsync the folder. An existing target means the content is already there.
+ * Bytes are staged in 1 MiB blocks that readers of a fill can copy from, and written a block at a
+ * time, with direct I/O where the filesystem takes it (staging.ts).
  */
 import { open, mkdir, readdir, rename, rm, stat, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { newHasher, RegistryError, type Digest } from '../oci/index.ts';
 import { blobPath, blobsRoot, newTempPath, tmpDir } from './paths.ts';
+import { StagedFile, probeDirectIo } from './staging.ts';
 
 /** Thrown by BlobWriter.commit when the written bytes do not match the expected digest or size. */
 export class BlobVerifyError extends Error {
@@ -30,6 +33,8 @@ export class BlobWriter {
   private written = 0;
   private finished = false;
   private verified = false;
+  /** Called whenever more bytes can be read from the file (set by whoever follows the write). */
+  onFileGrow: (() => void) | undefined;
 
   constructor(
     private readonly store: FsBlobStore,
@@ -38,12 +43,33 @@ export class BlobWriter {
     /** Opened read-write, so readers can follow the fill with positional reads. */
     readonly handle: FileHandle,
     readonly expectedSize: number | undefined,
+    /** Staging blocks for the same file; undefined (none free): each chunk is written as it comes. */
+    private readonly staged?: StagedFile,
   ) {
     this.hasher = newHasher(digest.algorithm);
   }
 
+  /** Bytes accepted (hashed and counted) so far. */
   get bytesWritten(): number {
     return this.written;
+  }
+
+  /** Bytes readable from the file through `handle`: when staged, the last few MiB may be in memory only. */
+  get bytesInFile(): number {
+    return this.staged === undefined ? this.written : this.staged.bytesInFile;
+  }
+
+  /**
+   * Copies up to `len` accepted bytes at `pos` from the staging memory into `dst` at `dstOff`;
+   * returns how many (0: read them from the file, or they are not there yet).
+   */
+  copyRecent(pos: number, dst: Buffer, dstOff: number, len: number): number {
+    return this.staged === undefined ? 0 : this.staged.copyOut(pos, dst, dstOff, len);
+  }
+
+  /** Called by the staging after each block it wrote. */
+  fileGrew(): void {
+    this.onFileGrow?.();
   }
 
   /** Appends a chunk. Throws BlobVerifyError as soon as more than the expected size arrives. */
@@ -52,10 +78,14 @@ export class BlobWriter {
       throw new BlobVerifyError(`upstream sent more than the expected ${this.expectedSize} bytes for ${this.digest.value}`);
     }
     this.hasher.update(chunk);
-    let off = 0;
-    while (off < chunk.byteLength) {
-      const { bytesWritten } = await this.handle.write(chunk, off, chunk.byteLength - off, this.written + off);
-      off += bytesWritten;
+    if (this.staged !== undefined) {
+      await this.staged.append(chunk);
+    } else {
+      let off = 0;
+      while (off < chunk.byteLength) {
+        const { bytesWritten } = await this.handle.write(chunk, off, chunk.byteLength - off, this.written + off);
+        off += bytesWritten;
+      }
     }
     this.written += chunk.byteLength;
   }
@@ -67,6 +97,10 @@ export class BlobWriter {
   async verify(): Promise<void> {
     if (this.finished) throw new Error('BlobWriter already finished');
     this.finished = true;
+    if (this.staged !== undefined) {
+      await this.staged.finish();
+      if (this.staged.direct) await this.handle.truncate(this.written); // drops the last block's padding
+    }
     const actual = `${this.digest.algorithm}:${this.hasher.digest('hex')}`;
     if (this.expectedSize !== undefined && this.written !== this.expectedSize) {
       await rm(this.tempPath, { force: true });
@@ -86,22 +120,42 @@ export class BlobWriter {
     await this.store.place(this.tempPath, this.digest);
   }
 
-  /** verify() then persist(). Throws BlobVerifyError when the content is wrong. */
+  /** verify(), persist() and releaseMemory(). Throws BlobVerifyError when the content is wrong. */
   async commit(): Promise<void> {
     await this.verify();
     await this.persist();
+    await this.releaseMemory();
+  }
+
+  /**
+   * Returns the staging blocks to the pool (after verify(): the file then has every byte).
+   * Readers copying from memory go to the file from here on. commit() and abort() call it; the
+   * owner of a writer that stops after verify() or persist() must.
+   */
+  async releaseMemory(): Promise<void> {
+    await this.staged?.release();
   }
 
   /** Discards the temp file. Does not close `handle`. Safe to call more than once. */
   async abort(): Promise<void> {
     this.finished = true;
+    await this.releaseMemory().catch(() => undefined);
     await rm(this.tempPath, { force: true });
   }
 }
 
 /** Content-addressed blob store on disk. */
 export class FsBlobStore {
-  constructor(readonly dataDir: string) {}
+  /** Whether writers use direct I/O; settled by init(). */
+  directIo = false;
+  /** Why direct I/O is off though it was asked for (the filesystem refused it), for the log. */
+  directIoRefused: string | undefined;
+
+  constructor(
+    readonly dataDir: string,
+    /** Ask for direct I/O (config cache.direct_io); init() checks that the filesystem takes it. */
+    private readonly wantDirectIo = true,
+  ) {}
 
   /**
    * Creates the folders and, with `removeLeftovers` (the server at start-up), removes temporary
@@ -112,6 +166,11 @@ export class FsBlobStore {
     await mkdir(blobsRoot(this.dataDir), { recursive: true });
     const tmp = tmpDir(this.dataDir);
     await mkdir(tmp, { recursive: true });
+    if (this.wantDirectIo) {
+      const probe = await probeDirectIo(tmp);
+      this.directIo = probe.ok;
+      this.directIoRefused = probe.ok ? undefined : probe.reason;
+    }
     if (!removeLeftovers) return 0;
     const leftovers = await readdir(tmp);
     await Promise.all(leftovers.map((f) => rm(`${tmp}/${f}`, { force: true, recursive: true })));
@@ -159,7 +218,16 @@ export class FsBlobStore {
   async createWriter(d: Digest, expectedSize?: number): Promise<BlobWriter> {
     const path = newTempPath(this.dataDir);
     const handle = await open(path, 'w+', 0o644);
-    return new BlobWriter(this, d, path, handle, expectedSize);
+    let staged: StagedFile | undefined;
+    try {
+      staged = await StagedFile.open(path, handle, this.directIo, () => writer.fileGrew());
+    } catch (e) {
+      await handle.close();
+      await rm(path, { force: true });
+      throw e;
+    }
+    const writer = new BlobWriter(this, d, path, handle, expectedSize, staged);
+    return writer;
   }
 
   /** Writes a whole blob held in memory, verifying its digest. Throws BlobVerifyError on mismatch. */

@@ -34,7 +34,8 @@ test('readers follow a fill and get every byte once it commits; a late reader to
   fill.acquire();
   const ranged = collect(fill.createReader(10, 20));
   for (let off = 0; off < content.length; off += 65536) {
-    await writer.write(content.subarray(off, off + 65536));
+    const chunk = content.subarray(off, off + 65536);
+    await writer.write(chunk);
     fill.progress();
   }
   fill.acquire();
@@ -47,7 +48,7 @@ test('readers follow a fill and get every byte once it commits; a late reader to
   assert.equal(await store.stat(d), content.length);
 });
 
-test('readers that keep up are served the recent chunks from memory, readers that fall behind from the file', async () => {
+test('readers that keep up are served from the writer\'s memory, readers that fall behind from the file', async () => {
   const content = Buffer.alloc(9 * 1024 * 1024 + 123);
   for (let i = 0; i < content.length; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, Math.min(i, content.length - 4));
   const { writer, fill } = await setup(content);
@@ -59,7 +60,7 @@ test('readers that keep up are served the recent chunks from memory, readers tha
   for (let off = 0; off < content.length; off += 100_000) {
     const chunk = Buffer.from(content.subarray(off, off + 100_000)); // the filler's own chunk
     await writer.write(chunk);
-    fill.progress(chunk);
+    fill.progress();
     await new Promise((r) => setImmediate(r));
     if (late === undefined && off > 6 * 1024 * 1024) {
       fill.acquire();
@@ -97,7 +98,7 @@ test('sendTo writes a following fill to a destination, from memory or the file, 
   for (let off = 0; off < content.length; off += 100_000) {
     const chunk = Buffer.from(content.subarray(off, off + 100_000));
     await writer.write(chunk);
-    fill.progress(chunk);
+    fill.progress();
     await new Promise((r) => setImmediate(r));
     if (late === undefined && off > 6 * 1024 * 1024) {
       late = copyingSink();
@@ -122,7 +123,8 @@ test('sendTo rejects without ending the destination when the fill fails', async 
   const out = copyingSink();
   fill.acquire();
   const done = fill.sendTo(out);
-  await writer.write(Buffer.alloc(300_000, 4)); // wrong bytes
+  const wrong = Buffer.alloc(300_000, 4);
+  await writer.write(wrong);
   fill.progress();
   await assert.rejects(writer.commit(), BlobVerifyError);
   fill.fail(new BlobVerifyError('digest mismatch'));
@@ -138,7 +140,8 @@ test('a reader never emits its last byte before the digest is verified; a bad fi
   const got: Buffer[] = [];
   reader.on('data', (c: Buffer) => got.push(c));
   const errored = new Promise<Error>((resolve) => reader.on('error', resolve));
-  await writer.write(Buffer.from('0123456780'));
+  const wrong = Buffer.from('0123456780');
+  await writer.write(wrong);
   fill.progress();
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(Buffer.concat(got).length, 9, 'last byte withheld while unverified');
@@ -193,4 +196,66 @@ test('single-flight runs concurrent work for one key once and frees the key afte
   assert.equal(sf.size, 0);
   await sf.do('k', work);
   assert.equal(runs, 2);
+});
+
+/** A destination that counts what it got and acknowledges each write after `ackMs` (never: stalled). */
+function countingSink(ackMs: number | 'never'): Writable & { received: number } {
+  const w = new Writable({
+    highWaterMark: 1,
+    write(chunk: Buffer, _enc, cb) {
+      sink.received += chunk.byteLength;
+      if (ackMs !== 'never') setTimeout(cb, ackMs);
+    },
+  });
+  const sink = Object.assign(w, { received: 0 });
+  return sink;
+}
+
+async function* chunks(content: Buffer, size: number, seen?: () => void): AsyncGenerator<Buffer> {
+  for (let off = 0; off < content.length; off += size) {
+    seen?.();
+    yield Buffer.from(content.subarray(off, off + size));
+  }
+}
+
+test('the download is paced to its fastest reader, who is then always served from memory', async () => {
+  const content = Buffer.alloc(12 * 1024 * 1024);
+  for (let i = 0; i < content.length; i++) content[i] = (i * 7 + (i >> 16)) & 0xff;
+  const { writer, fill } = await setup(content);
+  const slow = countingSink(2);
+  fill.acquire();
+  const sent = fill.sendTo(slow);
+  let maxLead = 0;
+  let fromFile = 0;
+  const read = writer.handle.read.bind(writer.handle) as (b: Buffer, o: number, l: number, p: number) => Promise<{ bytesRead: number }>;
+  (writer.handle as unknown as { read: typeof read }).read = async (b, o, l, p) => {
+    const r = await read(b, o, l, p);
+    fromFile += r.bytesRead;
+    return r;
+  };
+  await fill.download(chunks(content, 65536, () => (maxLead = Math.max(maxLead, fill.written - slow.received))));
+  await writer.persist();
+  fill.commit();
+  await sent;
+  assert.equal(slow.received, content.length);
+  // Two MiB ahead at most, plus the chunk the reader is sending and the one it copied next.
+  assert.ok(maxLead <= 2 * 1024 * 1024 + 2 * 256 * 1024 + 65536, `download ran ${maxLead} bytes ahead of its reader`);
+  // Only what it had not sent when the fill committed (and its memory went back to the pool).
+  assert.ok(fromFile <= 2 * 1024 * 1024 + 2 * 256 * 1024 + 65536, `${fromFile} bytes read back from the file`);
+});
+
+test('a stalled reader stops pacing: the download finishes without it', async () => {
+  const content = Buffer.alloc(8 * 1024 * 1024, 5);
+  const { writer, fill } = await setup(content);
+  const stalled = countingSink('never');
+  fill.acquire();
+  const sent = fill.sendTo(stalled).catch((e: Error) => e);
+  const t = performance.now();
+  await fill.download(chunks(content, 65536));
+  assert.ok(performance.now() - t < 5_000, 'not held back by the stalled client');
+  assert.ok(stalled.received < content.length);
+  await writer.persist();
+  fill.commit();
+  stalled.destroy();
+  assert.match(String(await sent), /closed the connection/);
 });
