@@ -11,7 +11,7 @@ import type { Config } from '../config/index.ts';
 import { createLogger, type Logger } from '../log/index.ts';
 import { FsUploadStore, blobPath } from '../store/index.ts';
 import type { SqliteMetaStore } from '../meta/index.ts';
-import { ProvenanceQuery, Pusher } from '../mirror/index.ts';
+import { ProvenanceQuery, Pusher, warmUp } from '../mirror/index.ts';
 import { openRuntime } from './runtime.ts';
 import { Authenticator, createAdminApi, createApp, nodeFetch } from '../server/index.ts';
 import { formatListen } from '../config/index.ts';
@@ -103,6 +103,12 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     'regmirror listening',
   );
   void sweepMissing(meta, config.server.dataDir, log).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up sweep failed'));
+  const warming = config.server.warmUp
+    ? warmUp(rt.store).then(
+        (r) => log.debug(r, 'warm-up fill done'),
+        (e: unknown) => log.info({ err: (e as Error).message }, 'warm-up fill failed (only the first pull is slower)'),
+      )
+    : Promise.resolve();
 
   // The provenance API on its own address, when configured so.
   let apiServer: ReturnType<typeof serve> | undefined;
@@ -130,6 +136,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           setTimeout(() => http.closeAllConnections?.(), 5_000).unref();
         });
         if (apiServer !== undefined) await new Promise((r) => apiServer?.close(r));
+        await warming;
         await rt.close();
       })();
       return closing;

@@ -380,6 +380,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   if ((tlsCert === undefined) !== (tlsKey === undefined)) {
     throw new ConfigError(server?.key(tlsCert === undefined ? 'tls_cert' : 'tls_key') ?? 'server', 'tls_cert and tls_key go together');
   }
+  const warmUp = server?.bool('warm_up') ?? true;
   server?.done();
 
   const cache = root.table_('cache');
@@ -451,7 +452,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
 
   const config: Config = {
     defaultRegistry,
-    server: { listen, dataDir },
+    server: { listen, dataDir, warmUp },
     cache: { tagTtlMs, offline, memoryManifestBytes, directIo },
     log: { level: level as Config['log']['level'] },
     api: apiListen === undefined ? { enabled: apiEnabled } : { enabled: apiEnabled, listen: apiListen },

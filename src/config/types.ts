@@ -80,6 +80,8 @@ export interface Config {
     dataDir: string;
     tlsCert?: string;
     tlsKey?: string;
+    /** Run one synthetic loopback fill after start-up so the first real pull runs optimized code. */
+    warmUp: boolean;
   };
   cache: {
     tagTtlMs: number;

@@ -6,3 +6,4 @@ export * from './provenance-recorder.ts';
 export * from './provenance-query.ts';
 export * from './manifest-record.ts';
 export * from './push.ts';
+export * from './warm-up.ts';

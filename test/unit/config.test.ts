@@ -28,6 +28,7 @@ test('the embedded default: loopback :5000, ./data, Docker Hub default, five reg
   assert.equal(c.registries[1]?.endpoint, 'https://gcr.io');
   assert.equal(c.cache.tagTtlMs, 600_000);
   assert.equal(c.cache.directIo, true);
+  assert.equal(c.server.warmUp, true);
 });
 
 test('mirror.toml.example parses and validates', () => {
@@ -36,7 +37,9 @@ test('mirror.toml.example parses and validates', () => {
   assert.deepEqual([...(c.auth?.users.get('ci')?.roles ?? [])], ['pull', 'push']);
   assert.equal(c.uploads.abandonAfterMs, 24 * 3600_000);
   assert.equal(c.cache.directIo, true);
-  assert.equal(parse(`${REG}[cache]\ndirect_io = false`).cache.directIo, false);
+  assert.equal(c.server.warmUp, true);
+  assert.equal(parse(`${REG}[cache]\ndirect_io = false\n[server]\nwarm_up = false`).cache.directIo, false);
+  assert.equal(parse(`${REG}[server]\nwarm_up = false`).server.warmUp, false);
 });
 
 test('a full config: aliases folded, per-registry TTL, namespaces, relative paths', () => {
@@ -95,6 +98,7 @@ test('bad configs stop start-up naming the key path and the reason', () => {
   rejects(`[[registry]]\nhost = "gcr.io"`, 'default_registry', /not a configured \[\[registry\]\]/);
   rejects(`${REG}[log]\nlevel = "loud"`, 'log.level', /not one of/);
   rejects(`${REG}[cache]\ndirect_io = "yes"`, 'cache.direct_io', /expected true or false/);
+  rejects(`${REG}[server]\nwarm_up = 1`, 'server.warm_up', /expected true or false/);
   rejects(`server = 5\n${REG}`, "server", /expected a table/);
   rejects(`${REG}[[registry]]\nhost = "gcr.io"\n[[registry]]\nhost = "bad host!"`, 'registry[2].host', /not a registry host/);
 });

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { FsBlobStore, blobPath } from '../../src/store/index.ts';
 import { probeDirectIo, BLOCK as DIRECT_BLOCK } from '../../src/store/staging.ts';
 import { parseDigest } from '../../src/oci/index.ts';
+import { warmUp } from '../../src/mirror/index.ts';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -143,4 +144,12 @@ test('the newest 3 to 4 MiB stay in memory for readers; older bytes only in the 
     await w.handle.close();
     assert.deepEqual(readFileSync(blobPath(s.dataDir, parseDigest(sha(content)))), content);
   }
+});
+
+test('the start-up warm-up moves bytes through a fill and a reader and leaves nothing behind', async () => {
+  const s = await store(true);
+  const r = await warmUp(s, 8);
+  assert.equal(r.bytes, 8 * DIRECT_BLOCK);
+  assert.deepEqual(readdirSync(join(s.dataDir, 'tmp')), [], 'temp file removed');
+  assert.deepEqual(readdirSync(join(s.dataDir, 'blobs')), [], 'nothing cached');
 });
