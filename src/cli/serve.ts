@@ -81,6 +81,12 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   uploadTimer.unref();
   sweepUploads();
 
+  if (config.server.warmUp) {
+    await warmUp(rt.store).then(
+      (r) => log.debug(r, 'warm-up fill done'),
+      (e: unknown) => log.info({ err: (e as Error).message }, 'warm-up fill failed (only the first pull is slower)'),
+    );
+  }
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve(
       {
@@ -103,12 +109,6 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     'regmirror listening',
   );
   void sweepMissing(meta, config.server.dataDir, log).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up sweep failed'));
-  const warming = config.server.warmUp
-    ? warmUp(rt.store).then(
-        (r) => log.debug(r, 'warm-up fill done'),
-        (e: unknown) => log.info({ err: (e as Error).message }, 'warm-up fill failed (only the first pull is slower)'),
-      )
-    : Promise.resolve();
 
   // The provenance API on its own address, when configured so.
   let apiServer: ReturnType<typeof serve> | undefined;
@@ -136,7 +136,6 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           setTimeout(() => http.closeAllConnections?.(), 5_000).unref();
         });
         if (apiServer !== undefined) await new Promise((r) => apiServer?.close(r));
-        await warming;
         await rt.close();
       })();
       return closing;

@@ -80,7 +80,7 @@ export interface Config {
     dataDir: string;
     tlsCert?: string;
     tlsKey?: string;
-    /** Run one synthetic loopback fill after start-up so the first real pull runs optimized code. */
+    /** Run one synthetic loopback fill before listening, so the first real pull runs optimized code. */
     warmUp: boolean;
   };
   cache: {
