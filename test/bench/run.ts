@@ -5,8 +5,8 @@
  * multi (a 2-platform index). Phases:
  *   1. warm manifest GET and HEAD by tag and by digest, 64 connections (hey): requests/s, p99
  *   2. warm 256 MiB blob GET throughput, 1 and 16 clients
- *   3. cold pull of each image with skopeo (proxy emptied first) vs directly, median of 3; upstream bytes
- *   4. time to first byte of a cold 256 MiB blob vs the upstream's own, median of 3
+ *   3. cold pull of each image with skopeo (proxy emptied first) vs directly, median of 5; upstream bytes
+ *   4. time to first byte of a cold 256 MiB blob vs the upstream's own, median of 5
  *   5. 20 concurrent cold pulls of the large image: wall time, upstream fetches of the big layer
  *   6. peak RSS of each proxy in each phase
  *   7. metadata scale (regmirror): 100k blobs and 20k tags: start-up time, tag lookup p99 (curl)
@@ -29,7 +29,7 @@ import { parseDigest } from '../../src/oci/index.ts';
 
 const MiB = 1024 * 1024;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const COLD_RUNS = 3;
+const COLD_RUNS = 5;
 const ACCEPT = `${MT.ociIndex}, ${MT.ociManifest}, ${'application/vnd.docker.distribution.manifest.list.v2+json'}, ${MT.dockerManifest}`;
 
 type Kind = 'regmirror' | 'distribution';
