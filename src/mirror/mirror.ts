@@ -13,6 +13,7 @@ import {
   digestOf,
   manifestMediaType,
   parseDigest,
+  parseManifestJson,
   type Digest,
 } from '../oci/index.ts';
 import type { FsBlobStore } from '../store/index.ts';
@@ -64,6 +65,8 @@ export const COUNTERS = {
 } as const;
 
 const ACCESS_FLUSH_MS = 30_000;
+/** Config blobs up to this size are fetched as soon as their image manifest is (prefetchConfig). */
+const PREFETCH_CONFIG_MAX = 1024 * 1024;
 
 export class Mirror {
   private readonly config: Config;
@@ -79,6 +82,8 @@ export class Mirror {
   private readonly tagFlight = new SingleFlight<ManifestResult>();
   /** digest → the one upstream download of it, and the repository it was fetched through. */
   private readonly fills = new Map<string, { repo: string; fill: Promise<BlobFill> }>();
+  /** Set by close(): no new background fills. */
+  private closed = false;
   private readonly accessed = new Map<string, number>();
   private readonly flushTimer: NodeJS.Timeout;
   /** Provenance records and batched counters (DESIGN §4). */
@@ -277,6 +282,7 @@ export class Mirror {
     );
     this.manifestCache.set(digest, { bytes: res.body, size: res.body.byteLength, mediaType });
     this.log.info({ registry: route.registry, repo: route.upstreamRepo, reference, digest, mediaType, bytes: res.body.byteLength, cache: 'miss' }, 'manifest fetched');
+    this.prefetchConfig(up, route, res.body);
     return { bytes: res.body, size: res.body.byteLength, mediaType, digest };
   }
 
@@ -327,15 +333,7 @@ export class Mirror {
       const noBody = (): Promise<never> => Promise.reject(new Error('HEAD result has no body'));
       return { digest: d.value, size, cache: 'miss', open: noBody, sendTo: noBody, discard: () => undefined };
     }
-    let entry = this.fills.get(d.value);
-    if (entry === undefined) {
-      const created = { repo: route.localRepo, fill: this.startFill(up, route, d) };
-      entry = created;
-      this.fills.set(d.value, created);
-      created.fill.catch(() => {
-        if (this.fills.get(d.value) === created) this.fills.delete(d.value);
-      });
-    }
+    const entry = this.fillOf(up, route, d);
     let fill: BlobFill;
     try {
       fill = await entry.fill;
@@ -427,6 +425,44 @@ export class Mirror {
         }
       },
     };
+  }
+
+  /** The running fill of `d`, or a new one started for `route`. */
+  private fillOf(up: UpstreamClient, route: Route, d: Digest): { repo: string; fill: Promise<BlobFill> } {
+    let entry = this.fills.get(d.value);
+    if (entry === undefined) {
+      const created = { repo: route.localRepo, fill: this.startFill(up, route, d) };
+      entry = created;
+      this.fills.set(d.value, created);
+      created.fill.catch(() => {
+        if (this.fills.get(d.value) === created) this.fills.delete(d.value);
+      });
+    }
+    return entry;
+  }
+
+  /**
+   * After an image manifest came from the upstream: starts fetching its config blob, which every
+   * pull asks for next (after the layers, for skopeo and containerd alike), so that request finds
+   * it cached or on its way instead of paying an upstream round trip. Only small configs
+   * (PREFETCH_CONFIG_MAX); never layers, whose download stays the client's decision.
+   */
+  private prefetchConfig(up: UpstreamClient, route: Route, body: Uint8Array): void {
+    const config = parseManifestJson(body)?.config;
+    if (typeof config?.digest !== 'string' || typeof config.size !== 'number' || config.size > PREFETCH_CONFIG_MAX) return;
+    let d: Digest;
+    try {
+      d = parseDigest(config.digest);
+    } catch {
+      return;
+    }
+    if (this.fills.has(d.value)) return;
+    void this.store.stat(d).then(
+      (size) => {
+        if (size === undefined && !this.closed) void this.fillOf(up, route, d).fill.catch(() => undefined);
+      },
+      () => undefined,
+    );
   }
 
   /** Starts the single upstream download of a blob; resolves once the upstream has answered. */
@@ -563,6 +599,7 @@ export class Mirror {
 
   /** Waits for running fills (bounded) and flushes counters. */
   async close(timeoutMs = 5_000): Promise<void> {
+    this.closed = true;
     clearInterval(this.flushTimer);
     const pending = [...this.fills.values()].map((e) => e.fill.then((f) => f.done()).catch(() => undefined));
     await Promise.race([Promise.all(pending), new Promise((r) => setTimeout(r, timeoutMs).unref())]);

@@ -43,7 +43,7 @@ export function manifestMediaType(contentType: string | undefined, body: Uint8Ar
 interface ManifestJson {
   schemaVersion?: unknown;
   mediaType?: unknown;
-  config?: { digest?: unknown };
+  config?: { digest?: unknown; size?: unknown };
   layers?: Array<{ digest?: unknown }>;
   manifests?: Array<{ digest?: unknown; mediaType?: unknown; platform?: unknown }>;
   subject?: { digest?: unknown };

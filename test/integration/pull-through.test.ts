@@ -28,6 +28,7 @@ describe('pull-through core against a real docker-registry', { timeout: 600_000 
   let movedImage: Image;
   let abandonBlob: Layer;
   let crossBlob: Layer;
+  let prefetchImage: Image;
   const faultyBlob = randomBytesFor('faulty', 3 * MiB + 17);
   const faultyDigest = sha256(faultyBlob);
   const faultyBlobs = new Map([[faultyDigest, faultyBlob]]);
@@ -50,6 +51,8 @@ describe('pull-through core against a real docker-registry', { timeout: 600_000 
     await pushBlob(upstream.url, 'team/crossfill', crossBlob);
     await pushBlob(upstream.url, 'team/abandon', abandonBlob);
     await pushImage(upstream.url, 'library/moving', 'v1', dockerImage);
+    prefetchImage = makeImage('prefetch', [300 * 1024], 'oci');
+    await pushImage(upstream.url, 'team/prefetch', 'v1', prefetchImage);
     faulty = await startFaultyUpstream(faultyBlobs);
     mirror = await startMirror(
       work,
@@ -155,6 +158,26 @@ registry = "gcr.io"
     assert.equal(bad.status, 416);
     assert.equal(bad.headers.get('content-range'), `bytes */${layer.size}`);
     assert.equal(((await bad.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'RANGE_INVALID');
+  });
+
+  test('a cold image manifest starts fetching its config blob (not its layers) before the client asks', async () => {
+    const configPath = `/v2/team/prefetch/blobs/${prefetchImage.config.digest}`;
+    const layerPath = `/v2/team/prefetch/blobs/${prefetchImage.layers[0]?.digest}`;
+    const m = await fetch(`${mirror.url}/v2/gcr.io/team/prefetch/manifests/v1`, { headers: { accept: MT.ociManifest } });
+    assert.equal(m.status, 200);
+    await m.arrayBuffer();
+    assert.equal(await upstream.settledCount('GET', configPath, 1), 1, 'config fetched once, unasked');
+    let cache: string | null = null;
+    for (let i = 0; i < 50 && cache !== 'hit'; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      const h = await fetch(`${mirror.url}/v2/gcr.io/team/prefetch/blobs/${prefetchImage.config.digest}`, { method: 'HEAD' });
+      cache = h.headers.get('x-regmirror-cache');
+    }
+    assert.equal(cache, 'hit', 'the config is cached');
+    const c = await fetch(`${mirror.url}/v2/gcr.io/team/prefetch/blobs/${prefetchImage.config.digest}`);
+    assert.equal(sha256(Buffer.from(await c.arrayBuffer())), prefetchImage.config.digest);
+    assert.equal(upstream.accessCount('GET', configPath), 1, 'served from the cache');
+    assert.equal(upstream.accessCount('GET', layerPath), 0, 'layers are left to the client');
   });
 
   test('20 concurrent GETs of one cold 64 MiB blob make exactly one upstream GET, and all 20 get the right bytes', async () => {
