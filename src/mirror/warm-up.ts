@@ -7,8 +7,8 @@
  * source served by node:http, fetched with undici, staged, hashed and written to a temp file in
  * the cache (removed after, never committed), and followed by a reader that sends it through an
  * HTTP response, as a client's cold pull would, to a loopback socket that discards it. It takes
- * ~0.2 s of start-up and never competes with a client's first pull. Nothing
- * leaves the machine and nothing is cached.
+ * ~0.2 s of start-up and never competes with a client's first pull. Nothing leaves the machine
+ * and nothing is cached.
  */
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';

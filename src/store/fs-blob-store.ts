@@ -10,7 +10,7 @@ import { dirname } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { newHasher, RegistryError, type Digest } from '../oci/index.ts';
 import { blobPath, blobsRoot, newTempPath, tmpDir } from './paths.ts';
-import { StagedFile, probeDirectIo } from './staging.ts';
+import { StagedFile, probeDirectIo, writeAll } from './staging.ts';
 
 /** Thrown by BlobWriter.commit when the written bytes do not match the expected digest or size. */
 export class BlobVerifyError extends Error {
@@ -67,26 +67,14 @@ export class BlobWriter {
     return this.staged === undefined ? 0 : this.staged.copyOut(pos, dst, dstOff, len);
   }
 
-  /** Called by the staging after each block it wrote. */
-  fileGrew(): void {
-    this.onFileGrow?.();
-  }
-
   /** Appends a chunk. Throws BlobVerifyError as soon as more than the expected size arrives. */
   async write(chunk: Uint8Array): Promise<void> {
     if (this.expectedSize !== undefined && this.written + chunk.byteLength > this.expectedSize) {
       throw new BlobVerifyError(`upstream sent more than the expected ${this.expectedSize} bytes for ${this.digest.value}`);
     }
     this.hasher.update(chunk);
-    if (this.staged !== undefined) {
-      await this.staged.append(chunk);
-    } else {
-      let off = 0;
-      while (off < chunk.byteLength) {
-        const { bytesWritten } = await this.handle.write(chunk, off, chunk.byteLength - off, this.written + off);
-        off += bytesWritten;
-      }
-    }
+    if (this.staged !== undefined) await this.staged.append(chunk);
+    else await writeAll(this.handle, chunk, chunk.byteLength, this.written);
     this.written += chunk.byteLength;
   }
 
@@ -220,7 +208,7 @@ export class FsBlobStore {
     const handle = await open(path, 'w+', 0o644);
     let staged: StagedFile | undefined;
     try {
-      staged = await StagedFile.open(path, handle, this.directIo, () => writer.fileGrew());
+      staged = await StagedFile.open(path, handle, this.directIo, () => writer.onFileGrow?.());
     } catch (e) {
       await handle.close();
       await rm(path, { force: true });

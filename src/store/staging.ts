@@ -26,7 +26,7 @@ export const BLOCK = 1024 * 1024;
 /** File offsets and lengths of direct writes are multiples of this (covers 512e and 4Kn disks). */
 const ALIGN = 4096;
 /** Blocks one writer holds at most: the memory window readers are served from is 3 to 4 MiB. */
-export const BLOCKS_PER_WRITER = 4;
+const BLOCKS_PER_WRITER = 4;
 const WASM_PAGE = 64 * 1024;
 const SLAB_BLOCKS = 8;
 /**
@@ -58,7 +58,8 @@ class BlockPool {
 
 const pool = new BlockPool();
 
-async function writeAll(fh: FileHandle, buf: Buffer, len: number, at: number): Promise<void> {
+/** Writes `len` bytes of `buf` at file offset `at`, however many calls the kernel needs. */
+export async function writeAll(fh: FileHandle, buf: Uint8Array, len: number, at: number): Promise<void> {
   let off = 0;
   while (off < len) off += (await fh.write(buf, off, len - off, at + off)).bytesWritten;
 }
