@@ -95,6 +95,11 @@ async function serveCommand(config: Config): Promise<number> {
     process.stderr.write(`regmirror: cannot start: ${err.code === 'EADDRINUSE' ? `an address in use (server.listen ${config.server.listen.host}:${config.server.listen.port} or api.listen)` : err.message}\n`);
     return 1;
   }
+  // One failed request must not end the process: an error escaping a request's own handling (an
+  // event-handler throw inside a library, a promise nobody awaited) is logged with its stack and
+  // the server goes on; each request's own failures are answered where they happen.
+  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception; the server keeps running'));
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled promise rejection; the server keeps running'));
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, 'shutting down');

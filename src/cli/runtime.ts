@@ -27,8 +27,9 @@ export function routingOf(config: Config): RoutingTable {
 }
 
 /**
- * Opens the cache of `config` (creating it when new). Only the server (`owner`) removes leftover
- * temporary files: seed and import may run beside a live server on the same data directory.
+ * Opens the cache of `config` (creating it when new). The server (`owner`) removes temporary files
+ * left by processes that have exited; each process writes into a temp folder of its own, so a seed
+ * or import running beside the server keeps its files (store/owner.ts).
  */
 export async function openRuntime(config: Config, log: Logger, owner: boolean): Promise<Runtime> {
   const store = new FsBlobStore(config.server.dataDir, config.cache.directIo);
@@ -53,6 +54,7 @@ export async function openRuntime(config: Config, log: Logger, owner: boolean): 
       closing ??= (async () => {
         await mirror.close();
         await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
+        await store.removeOwnTemp().catch(() => undefined);
         meta.close();
       })();
       return closing;

@@ -61,6 +61,8 @@ export async function seed(rt: Runtime, images: readonly string[], opts: SeedOpt
         }
         const n = await drain(await b.open());
         if (b.size !== undefined && n !== b.size) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} transfer was cut at ${n} of ${b.size} bytes`);
+        // Read in full is not stored: the fill's last step (fsync, rename into place) can still fail.
+        await b.stored();
         summary.blobs.fetched++;
         summary.bytesFetched += n;
         status();

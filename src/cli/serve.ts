@@ -3,17 +3,19 @@
  * configured address, and shuts down cleanly on SIGINT/SIGTERM (in-flight fills get a few seconds).
  */
 import { readFileSync } from 'node:fs';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Config } from '../config/index.ts';
 import { createLogger, type Logger } from '../log/index.ts';
-import { FsUploadStore, blobPath } from '../store/index.ts';
+import { FsUploadStore, blobPath, blobsRoot } from '../store/index.ts';
 import type { SqliteMetaStore } from '../meta/index.ts';
 import { ProvenanceQuery, Pusher, warmUp } from '../mirror/index.ts';
 import { openRuntime } from './runtime.ts';
-import { Authenticator, createAdminApi, createApp, nodeFetch } from '../server/index.ts';
+import { Authenticator, answerClientError, createAdminApi, createApp, nodeFetch } from '../server/index.ts';
 import { formatListen } from '../config/index.ts';
 import { parseDigest } from '../oci/index.ts';
 
@@ -23,12 +25,16 @@ export interface RunningServer {
 }
 
 /**
- * Forgets blob rows whose files are gone. Runs in the background after start-up in slices of 200
- * rows (a fraction of a millisecond each: synchronous stats, one transaction for the slice's
- * deletes), yielding to the event loop between slices. Synchronous stats never queue work in
- * libuv's thread pool ahead of request file reads.
+ * Start-up reconciliation of the files and the rows (DESIGN §5), in the background after the
+ * server listens, in slices of 200 that yield to the event loop between them (synchronous stats
+ * never queue work in libuv's thread pool ahead of request file reads):
+ * - blob rows whose files are gone are forgotten;
+ * - blob files with no row (a process killed between the rename into place and the row: issue
+ *   14, defect 5) get one. A file under blobs/ was verified before it was renamed there, so it is
+ *   adopted as it is; its repository links come back with the manifests that reference it.
+ * Logs one line when done, with both counts.
  */
-async function sweepMissing(meta: SqliteMetaStore, dataDir: string, log: Logger): Promise<void> {
+async function reconcile(meta: SqliteMetaStore, dataDir: string, log: Logger): Promise<void> {
   const digests = [...meta.blobDigests()];
   let forgotten = 0;
   for (let i = 0; i < digests.length; i += 200) {
@@ -43,7 +49,35 @@ async function sweepMissing(meta: SqliteMetaStore, dataDir: string, log: Logger)
     meta.forgetBlobs(missing);
     forgotten += missing.length;
   }
-  if (forgotten > 0) log.warn({ forgotten }, 'forgot blob rows whose files were missing');
+  let adopted = 0;
+  const root = blobsRoot(dataDir);
+  for (const algorithm of ['sha256', 'sha512']) {
+    const prefixes = await readdir(join(root, algorithm)).catch(() => [] as string[]);
+    for (const prefix of prefixes) {
+      await new Promise((r) => setImmediate(r));
+      const names = await readdir(join(root, algorithm, prefix)).catch(() => [] as string[]);
+      const found: Array<{ digest: string; size: number }> = [];
+      for (const name of names) {
+        const digest = `${algorithm}:${name}`;
+        try {
+          parseDigest(digest);
+        } catch {
+          continue; // not a content file
+        }
+        if (meta.knows(digest)) continue;
+        try {
+          found.push({ digest, size: statSync(join(root, algorithm, prefix, name)).size });
+        } catch {
+          /* removed meanwhile */
+        }
+      }
+      meta.adoptBlobs(found, Date.now());
+      adopted += found.length;
+    }
+  }
+  const fields = { forgotten, adopted };
+  if (forgotten > 0 || adopted > 0) log.warn(fields, 'start-up reconciliation: forgot rows whose files were missing, added rows for files that had none');
+  else log.info(fields, 'start-up reconciliation: files and rows agree');
 }
 
 /** Starts the mirror; resolves once it is listening. */
@@ -51,12 +85,17 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const rt = await openRuntime(config, log, true);
   const { meta, mirror, routing } = rt;
   const query = new ProvenanceQuery(meta, mirror.provenance, routing);
-  const mirrorHost = (hostHeader: string | undefined): string =>
-    hostHeader !== undefined && /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:.]+\](?::\d{1,5})?$/.test(hostHeader) ? hostHeader : formatListen(config.server.listen);
-  const admin = config.api.enabled ? createAdminApi(query, mirrorHost) : undefined;
   const tls = config.server.tlsCert !== undefined && config.server.tlsKey !== undefined
     ? { cert: readFileSync(config.server.tlsCert), key: readFileSync(config.server.tlsKey) }
     : undefined;
+  // Where clients reach the mirror (token realms, repo digests): [server] external_url, else the
+  // listener's own address once bound; never the client's Host header, which anyone can set and a
+  // shared cache in front of the mirror would then serve to everyone (issue 14, defect 10).
+  let listenerAddress = formatListen(config.server.listen);
+  const external = config.server.externalUrl === undefined ? undefined : new URL(config.server.externalUrl);
+  const mirrorHost = (): string => external?.host ?? listenerAddress;
+  const baseUrl = (): string => config.server.externalUrl ?? `${tls === undefined ? 'http' : 'https'}://${listenerAddress}`;
+  const admin = config.api.enabled ? createAdminApi(query, mirrorHost) : undefined;
   const uploads = new FsUploadStore(rt.store);
   await uploads.init();
   const localNamespaces = config.namespaces.filter((n) => n.registry === undefined).map((n) => n.name);
@@ -66,7 +105,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     routing,
     log,
     pusher,
-    baseUrl: (host) => `${tls === undefined ? 'http' : 'https'}://${mirrorHost(host)}`,
+    baseUrl,
     ...(config.auth === undefined ? {} : { auth: new Authenticator(config.auth) }),
     ...(admin !== undefined && config.api.listen === undefined ? { admin } : {}),
   });
@@ -99,16 +138,18 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     );
     s.once('error', reject);
   });
-  // A TLS ClientHello on the plain port (skopeo probing) or other garbage: close quietly.
-  server.on('clientError', (_err, socket) => {
-    if (!socket.destroyed) socket.destroy();
-  });
+  // Requests the HTTP parser rejects get a status and an OCI error before the close.
+  server.on('clientError', answerClientError);
   const addr = server.address() as AddressInfo;
+  listenerAddress = formatListen({ host: addr.address, port: addr.port });
+  if (config.auth !== undefined && external === undefined && /^(0\.0\.0\.0|::)$/.test(addr.address)) {
+    log.warn({ listen: listenerAddress }, 'listening on every address with [auth] on but no [server] external_url: token realms name the wildcard address, which remote clients cannot reach; set external_url');
+  }
   log.info(
     { listen: `${addr.address}:${addr.port}`, port: addr.port, tls: tls !== undefined, dataDir: config.server.dataDir, registries: config.registries.map((r) => r.host), defaultRegistry: config.defaultRegistry },
     'regmirror listening',
   );
-  void sweepMissing(meta, config.server.dataDir, log).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up sweep failed'));
+  void reconcile(meta, config.server.dataDir, log).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up reconciliation failed'));
 
   // The provenance API on its own address, when configured so.
   let apiServer: ReturnType<typeof serve> | undefined;

@@ -186,6 +186,26 @@ function readEndpoint(r: TableReader, host: string): string {
   return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
 }
 
+/**
+ * `[server] external_url`: the mirror's own address as clients reach it (behind a load balancer or
+ * on a wildcard listener), used for token realms and repo digests instead of any Host header.
+ */
+function readExternalUrl(r: TableReader | undefined): string | undefined {
+  const raw = r?.string('external_url');
+  if (r === undefined || raw === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(r.key('external_url'), `"${raw}" is not a URL (e.g. "https://mirror.example.com:5000")`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(r.key('external_url'), `scheme ${url.protocol} is not supported: use https:// or http://`);
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '' || (url.pathname !== '/' && url.pathname !== '')) {
+    throw new ConfigError(r.key('external_url'), 'must be scheme://host[:port] only: no path, credentials, query or fragment');
+  }
+  return url.origin;
+}
+
 function readTimeouts(r: TableReader | undefined, base: TimeoutsConfig): TimeoutsConfig {
   if (r === undefined) return base;
   return {
@@ -381,6 +401,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
     throw new ConfigError(server?.key(tlsCert === undefined ? 'tls_cert' : 'tls_key') ?? 'server', 'tls_cert and tls_key go together');
   }
   const warmUp = server?.bool('warm_up') ?? true;
+  const externalUrl = readExternalUrl(server);
   server?.done();
 
   const cache = root.table_('cache');
@@ -466,6 +487,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
     config.server.tlsKey = tlsKey;
   }
   if (maxSizeBytes !== undefined) config.cache.maxSizeBytes = maxSizeBytes;
+  if (externalUrl !== undefined) config.server.externalUrl = externalUrl;
   return config;
 }
 

@@ -82,6 +82,8 @@ export interface Config {
     tlsKey?: string;
     /** Run one synthetic loopback fill before listening, so the first real pull runs optimized code. */
     warmUp: boolean;
+    /** `scheme://host[:port]` clients reach the mirror at (token realms, repo digests); default: the listener's address. */
+    externalUrl?: string;
   };
   cache: {
     tagTtlMs: number;

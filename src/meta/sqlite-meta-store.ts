@@ -88,7 +88,6 @@ export class SqliteMetaStore {
     putManifest: Statement<[string, string, number, number]>;
     getBlob: Statement<[string], { size: number }>;
     putBlob: Statement<[string, number, number, number]>;
-    touchBlob: Statement<[number, string]>;
     link: Statement<[string, string]>;
     hasLink: Statement<[string, string], { one: number }>;
     forgetBlob: Statement<[string]>;
@@ -132,7 +131,6 @@ export class SqliteMetaStore {
       putBlob: db.prepare(
         'INSERT INTO blobs (digest, size, created_at, accessed_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET accessed_at = excluded.accessed_at',
       ),
-      touchBlob: db.prepare('UPDATE blobs SET accessed_at = ? WHERE digest = ?'),
       link: db.prepare('INSERT OR IGNORE INTO repo_content (repo, digest) VALUES (?, ?)'),
       hasLink: db.prepare('SELECT 1 AS one FROM repo_content WHERE repo = ? AND digest = ?'),
       forgetBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
@@ -190,12 +188,29 @@ export class SqliteMetaStore {
     })();
   }
 
-  /** Writes a batch of access times (flushed off the hot path). */
-  touchBlobs(accessed: ReadonlyMap<string, number>): void {
+  /**
+   * Writes a batch of access times of blobs read from their files (flushed off the hot path). A
+   * blob whose row is missing gets it back here (a process killed between the file's rename and
+   * its row: issue 14, defect 5), since its file was verified before it was put in place.
+   */
+  touchBlobs(accessed: ReadonlyMap<string, { at: number; size: number }>): void {
     if (accessed.size === 0) return;
     this.db.transaction(() => {
-      for (const [digest, at] of accessed) this.st.touchBlob.run(at, digest);
+      for (const [digest, a] of accessed) this.st.putBlob.run(digest, a.size, a.at, a.at);
     })();
+  }
+
+  /** Records blobs found on disk without a row (start-up reconciliation), in one transaction. */
+  adoptBlobs(found: ReadonlyArray<{ digest: string; size: number }>, now: number): void {
+    if (found.length === 0) return;
+    this.db.transaction(() => {
+      for (const b of found) this.st.putBlob.run(b.digest, b.size, now, now);
+    })();
+  }
+
+  /** True when `digest` has a blob or a manifest row. */
+  knows(digest: string): boolean {
+    return this.st.getBlob.get(digest) !== undefined || this.st.getManifest.get(digest) !== undefined;
   }
 
   link(repo: string, digest: string): void {

@@ -206,8 +206,10 @@ export class BlobFill extends EventEmitter {
    * then ends it, through two reused buffers (fresh chunks per read piled up as garbage under 20
    * concurrent pulls). Holds back the last byte until the content is verified, like createReader.
    * Consumes one reference the caller took with acquire(). Rejects with the fill's error on failure.
+   * `ready` is called once, just before the first byte (or the end, for an empty range) goes to
+   * `dest`: a fill that fails before then has sent nothing, so its caller can still answer an error.
    */
-  async sendTo(dest: Writable, start = 0, end?: number): Promise<void> {
+  async sendTo(dest: Writable, start = 0, end?: number, ready: () => void = () => undefined): Promise<void> {
     const sink = new ChunkSink(dest);
     const me: ReaderPos = { pos: start };
     this.readers.add(me);
@@ -230,10 +232,12 @@ export class BlobFill extends EventEmitter {
         }
         i++;
         me.pos = pos; // the chunk before this one was taken (sink.write below waits for that)
+        if (pos === start) ready();
         pos += n;
         await sink.write(n === buf.length ? buf : buf.subarray(0, n));
         this.readerMoved();
       }
+      if (pos === start) ready();
       await sink.end();
     } finally {
       this.readerLeft(me);

@@ -17,7 +17,8 @@ import {
   type Digest,
 } from '../oci/index.ts';
 import type { FsBlobStore } from '../store/index.ts';
-import { BlobVerifyError, sendFileRange, storageUnavailable } from '../store/index.ts';
+import { BlobVerifyError, isStorageError, sendFileRange, storageUnavailable } from '../store/index.ts';
+import { relayBlob } from './blob-relay.ts';
 import type { SqliteMetaStore, TagRecord, SqliteProvenanceStore } from '../meta/index.ts';
 import { ProvenanceRecorder } from './provenance-recorder.ts';
 import { recordManifest } from './manifest-record.ts';
@@ -65,6 +66,10 @@ export const COUNTERS = {
 } as const;
 
 const ACCESS_FLUSH_MS = 30_000;
+/** Free space past a blob's size at which the cache does not look further (statfs only). */
+const ROOMY_BYTES = 1024 ** 3;
+/** Free space a fill must leave on the cache disk (SQLite, uploads, the rest of the system). */
+const RESERVE_BYTES = 64 * 1024 * 1024;
 /** Config blobs up to this size are fetched as soon as their image manifest is (prefetchConfig). */
 const PREFETCH_CONFIG_MAX = 1024 * 1024;
 
@@ -84,7 +89,15 @@ export class Mirror {
   private readonly fills = new Map<string, { repo: string; fill: Promise<BlobFill> }>();
   /** Set by close(): no new background fills. */
   private closed = false;
-  private readonly accessed = new Map<string, number>();
+  /** The cache disk was found full (noteDiskFull); cleared when roomFor sees room again. */
+  private diskFull = false;
+  private readonly accessed = new Map<string, { at: number; size: number }>();
+  /**
+   * digest → size, from the descriptors of manifests read or fetched: a blob's length is known
+   * before its upstream says (or when it sends none: chunked, close-delimited), so every client
+   * gets a Content-Length and can tell a cut transfer from a complete one (issue 14, defect 9).
+   */
+  private readonly descriptorSizes = new LRUCache<string, number>({ max: 200_000 });
   private readonly flushTimer: NodeJS.Timeout;
   /** Provenance records and batched counters (DESIGN §4). */
   readonly provenance: ProvenanceRecorder;
@@ -160,6 +173,7 @@ export class Mirror {
     }
     const m = { bytes, size: bytes.byteLength, mediaType: rec.mediaType };
     this.manifestCache.set(d.value, m);
+    this.noteDescriptors(bytes);
     return m;
   }
 
@@ -281,9 +295,21 @@ export class Mirror {
       this.now(),
     );
     this.manifestCache.set(digest, { bytes: res.body, size: res.body.byteLength, mediaType });
+    this.noteDescriptors(res.body);
     this.log.info({ registry: route.registry, repo: route.upstreamRepo, reference, digest, mediaType, bytes: res.body.byteLength, cache: 'miss' }, 'manifest fetched');
     this.prefetchConfig(up, route, res.body);
     return { bytes: res.body, size: res.body.byteLength, mediaType, digest };
+  }
+
+  /** Remembers the sizes an image manifest's descriptors give its config and layers. */
+  private noteDescriptors(body: Uint8Array): void {
+    const m = parseManifestJson(body);
+    if (m === undefined) return;
+    for (const desc of [m.config, ...(m.layers ?? [])]) {
+      if (typeof desc?.digest === 'string' && typeof desc.size === 'number' && Number.isSafeInteger(desc.size) && desc.size >= 0) {
+        this.descriptorSizes.set(desc.digest, desc.size);
+      }
+    }
   }
 
   // ---------------------------------------------------------------- blobs
@@ -291,9 +317,12 @@ export class Mirror {
   /**
    * Resolves a blob route. A hit opens the stored file; a miss joins or starts the one upstream fill
    * for the digest. Throws RegistryError BLOB_UNKNOWN and upstream errors mapped for the client.
-   * With `headOnly`, a miss asks the upstream for the size without downloading.
+   * With `headOnly`, a miss asks the upstream for the size without downloading. With `needsLength`
+   * (a client that cannot tell a cut body from a complete one without it: HTTP/1.0, or a proxy
+   * speaking HTTP/1.0 to the mirror), a miss whose size nobody knows waits for the fill to be
+   * verified and stored, and is then served from the cache with its length.
    */
-  async getBlob(route: Route, headOnly: boolean): Promise<BlobResult> {
+  async getBlob(route: Route, headOnly: boolean, needsLength = false): Promise<BlobResult> {
     const ref = route.reference;
     if (ref?.kind !== 'digest') throw new RegistryError('DIGEST_INVALID', 'blob reference must be a digest');
     const d = parseDigest(ref.digest);
@@ -331,7 +360,19 @@ export class Mirror {
         throw blobError(e);
       });
       const noBody = (): Promise<never> => Promise.reject(new Error('HEAD result has no body'));
-      return { digest: d.value, size, cache: 'miss', open: noBody, sendTo: noBody, discard: () => undefined };
+      return { digest: d.value, size, cache: 'miss', open: noBody, sendTo: noBody, stored: noBody, discard: () => undefined };
+    }
+    if (inflight === undefined && !(await this.roomFor(up, route, d))) {
+      const res = await up.getBlob(route.upstreamRepo, d.value).catch((e: unknown) => {
+        throw blobError(e);
+      });
+      const size = res.size ?? this.descriptorSizes.get(d.value);
+      if (needsLength && size === undefined) {
+        res.body.destroy();
+        throw new RegistryError('UNAVAILABLE', `the mirror's cache disk is full and ${route.registry} does not say how long blob ${d.value} is, which an HTTP/1.0 client needs; free space on the mirror or retry over HTTP/1.1`, { status: 507 });
+      }
+      this.log.info({ registry: route.registry, repo: route.upstreamRepo, digest: d.value, bytes: size }, 'cache disk full: relaying blob without caching');
+      return relayBlob(d, size, res.body, (n) => this.provenance.add(COUNTERS.bytesFetchedUpstream, n));
     }
     const entry = this.fillOf(up, route, d);
     let fill: BlobFill;
@@ -341,6 +382,11 @@ export class Mirror {
       throw blobError(e);
     }
     if (fill.state === 'failed') throw blobError(fill.error);
+    if (needsLength && fill.size === undefined && fill.state !== 'committed') {
+      await fill.done().catch((e: unknown) => {
+        throw blobError(e);
+      });
+    }
     if (fill.state === 'committed') {
       const committed = await this.openLocal(d);
       if (committed !== undefined) return committed;
@@ -373,9 +419,20 @@ export class Mirror {
       open,
       sendTo: async (dest: Writable, ready: () => void, start = 0, end?: number) => {
         await prepare(start, end);
-        ready();
-        await fill.sendTo(dest, start, end);
+        let started = false;
+        try {
+          await fill.sendTo(dest, start, end, () => {
+            started = true;
+            ready();
+          });
+        } catch (e) {
+          // A fill that fails before its first byte is still an error the client can read.
+          throw started ? e : blobError(e);
+        }
       },
+      stored: () => fill.done().catch((e: unknown) => {
+        throw blobError(e);
+      }),
       discard: () => {
         if (!taken) {
           taken = true;
@@ -394,7 +451,7 @@ export class Mirror {
     }
     if (opened === undefined) return undefined;
     const { handle, size } = opened;
-    this.accessed.set(d.value, this.now());
+    this.accessed.set(d.value, { at: this.now(), size });
     let used = false;
     const count = (start: number, end: number | undefined): void => {
       used = true;
@@ -418,6 +475,7 @@ export class Mirror {
           await handle.close().catch(() => undefined);
         }
       },
+      stored: () => Promise.resolve(),
       discard: () => {
         if (!used) {
           used = true;
@@ -425,6 +483,43 @@ export class Mirror {
         }
       },
     };
+  }
+
+  /**
+   * Whether the cache disk can take blob `d`: plenty free (ROOMY_BYTES past its size, when known),
+   * or, when space is short, at least RESERVE_BYTES left after it (its size from its manifest, else
+   * one upstream HEAD). No room: the blob is relayed without caching, and the first such answer of a
+   * shortage is logged with the free space (once, until the disk has room again).
+   */
+  private async roomFor(up: UpstreamClient, route: Route, d: Digest): Promise<boolean> {
+    let free: number;
+    try {
+      free = await this.store.freeBytes();
+    } catch {
+      return true; // no statfs: a full disk still fails the fill, and that is logged
+    }
+    let size = this.descriptorSizes.get(d.value);
+    if (free >= (size ?? 0) + ROOMY_BYTES) {
+      if (this.diskFull) {
+        this.diskFull = false;
+        this.log.info({ freeBytes: free }, 'the cache disk has room again: blobs are cached again');
+      }
+      return true;
+    }
+    if (size === undefined) size = await up.headBlob(route.upstreamRepo, d.value).catch(() => undefined);
+    const room = free - (size ?? 0) >= RESERVE_BYTES;
+    if (!room) this.noteDiskFull(free, size);
+    return room;
+  }
+
+  /** Logs once (until there is room again) that the cache disk cannot take more blobs. */
+  private noteDiskFull(freeBytes: number | undefined, neededBytes: number | undefined): void {
+    if (this.diskFull) return;
+    this.diskFull = true;
+    this.log.error(
+      { freeBytes, neededBytes, dataDir: this.config.server.dataDir },
+      'the cache disk is full: blobs that do not fit are relayed to clients verified but not cached; free space on the disk (or give the cache a bigger one)',
+    );
   }
 
   /** The running fill of `d`, or a new one started for `route`. */
@@ -469,14 +564,20 @@ export class Mirror {
   private async startFill(up: UpstreamClient, route: Route, d: Digest): Promise<BlobFill> {
     const started = this.now();
     const res = await up.getBlob(route.upstreamRepo, d.value);
+    const described = this.descriptorSizes.get(d.value);
+    if (res.size !== undefined && described !== undefined && res.size !== described) {
+      res.body.destroy();
+      throw new UpstreamError('bad_response', `${route.registry} sent Content-Length ${res.size} for blob ${d.value}, which its manifest describes as ${described} bytes`);
+    }
+    const size = res.size ?? described;
     let writer;
     try {
-      writer = await this.store.createWriter(d, res.size);
+      writer = await this.store.createWriter(d, size);
     } catch (e) {
       res.body.destroy();
       throw storageUnavailable(e);
     }
-    const fill = new BlobFill(writer, res.size);
+    const fill = new BlobFill(writer, size);
     const log = this.log.child({ registry: route.registry, repo: route.upstreamRepo, digest: d.value });
     void (async () => {
       try {
@@ -491,7 +592,13 @@ export class Mirror {
         res.body.destroy();
         await writer.abort().catch(() => undefined);
         this.fills.delete(d.value);
-        const err = e instanceof BlobVerifyError ? e : new UpstreamError('unavailable', `blob download from ${route.registry} failed: ${(e as Error).message}`, undefined, undefined, { cause: e });
+        let err: Error;
+        if (e instanceof BlobVerifyError) err = e;
+        else if (isStorageError(e)) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'ENOSPC' || code === 'EDQUOT') this.noteDiskFull(await this.store.freeBytes().catch(() => undefined), size);
+          err = new RegistryError('UNAVAILABLE', `the mirror could not write blob ${d.value} to its cache (${code ?? 'storage error'}); retry`, { cause: e });
+        } else err = new UpstreamError('unavailable', `blob download from ${route.registry} failed: ${(e as Error).message}`, undefined, undefined, { cause: e });
         log.warn({ err: err.message, bytes: writer.bytesWritten }, 'blob fill failed; nothing cached');
         fill.fail(err);
       }

@@ -9,11 +9,10 @@ import type { Readable } from 'node:stream';
 import {
   MAX_MANIFEST_BYTES,
   RegistryError,
+  checkPushedManifest,
   digestOf,
   isIndexType,
-  manifestMediaType,
   parseDigest,
-  parseManifestJson,
   type Digest,
 } from '../oci/index.ts';
 import type { FsBlobStore, FsUploadStore } from '../store/index.ts';
@@ -142,18 +141,15 @@ export class Pusher {
   // ------------------------------------------------------------- manifests
 
   /**
-   * PUT .../manifests/<ref>: stores the exact bytes. Everything the manifest references must
-   * already be in the repository (MANIFEST_BLOB_UNKNOWN names the first missing one); a digest
-   * reference must match the bytes. Returns the manifest's digest.
+   * PUT .../manifests/<ref>: stores the exact bytes. The body must be what its Content-Type says
+   * (MANIFEST_INVALID otherwise, checkPushedManifest); everything it references must already be in
+   * the repository (MANIFEST_BLOB_UNKNOWN names the first missing one); a digest reference must
+   * match the bytes. Returns the manifest's digest.
    */
   async putManifest(route: Route, contentType: string | undefined, bytes: Buffer): Promise<string> {
     this.assertWritable(route);
     if (bytes.byteLength > MAX_MANIFEST_BYTES) throw new RegistryError('SIZE_INVALID', `manifest is larger than ${MAX_MANIFEST_BYTES} bytes`, { status: 413 });
-    const mediaType = manifestMediaType(contentType, bytes);
-    const parsed = parseManifestJson(bytes);
-    if (mediaType === undefined || parsed === undefined) {
-      throw new RegistryError('MANIFEST_INVALID', `not a supported manifest (Content-Type ${contentType ?? 'none'}): push an OCI image manifest or index, or a Docker schema 2 manifest or list`);
-    }
+    const { mediaType, manifest: parsed } = checkPushedManifest(contentType, bytes);
     const ref = route.reference;
     const algorithm = ref?.kind === 'digest' ? parseDigest(ref.digest).algorithm : 'sha256';
     const digest = digestOf(bytes, algorithm);
@@ -171,7 +167,7 @@ export class Pusher {
       const cfg = parsed.config;
       if (typeof cfg?.digest !== 'string' || !this.linked(repo, cfg.digest)) throw missing('config blob', cfg?.digest);
       for (const layer of parsed.layers ?? []) {
-        if (isForeign(layer as { mediaType?: unknown; urls?: unknown })) continue;
+        if (isForeign(layer)) continue;
         if (typeof layer.digest !== 'string' || !this.linked(repo, layer.digest)) throw missing('layer', layer.digest);
       }
     }

@@ -29,6 +29,11 @@ export interface BlobResult {
    * then destroys `dest`. Call one of open, sendTo and discard, once.
    */
   sendTo(dest: Writable, ready: () => void, start?: number, end?: number): Promise<void>;
+  /**
+   * Settles once the blob is verified and durably in the cache (at once for a hit); rejects with the
+   * client-facing error when the fill failed, its last step (the rename into place) included.
+   */
+  stored(): Promise<void>;
   /** Releases resources when the caller decides not to open (HEAD, 416). */
   discard(): void;
 }

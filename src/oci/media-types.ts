@@ -40,11 +40,11 @@ export function manifestMediaType(contentType: string | undefined, body: Uint8Ar
   return undefined;
 }
 
-interface ManifestJson {
+export interface ManifestJson {
   schemaVersion?: unknown;
   mediaType?: unknown;
   config?: { digest?: unknown; size?: unknown };
-  layers?: Array<{ digest?: unknown }>;
+  layers?: Array<{ digest?: unknown; size?: unknown; mediaType?: unknown; urls?: unknown }>;
   manifests?: Array<{ digest?: unknown; mediaType?: unknown; platform?: unknown }>;
   subject?: { digest?: unknown };
 }

@@ -23,12 +23,12 @@ function intParam(v: string | undefined, name: string, def: number, max: number)
   return Number(v);
 }
 
-/** Builds the API routes; `mirrorHost` picks the host shown in repo digests for a request. */
-export function createAdminApi(query: ProvenanceQuery, mirrorHost: (hostHeader: string | undefined) => string): Hono<{ Bindings: HttpBindings }> {
+/** Builds the API routes; `mirrorHost` gives the host shown in repo digests (external_url or the listener). */
+export function createAdminApi(query: ProvenanceQuery, mirrorHost: () => string): Hono<{ Bindings: HttpBindings }> {
   const api = new Hono<{ Bindings: HttpBindings }>();
   api.get('/_regmirror/v1/provenance', (c) => {
     try {
-      const host = mirrorHost(c.req.header('host'));
+      const host = mirrorHost();
       const image = c.req.query('image');
       if (image !== undefined) return c.json(query.describe(image, host));
       const limit = intParam(c.req.query('limit'), 'limit', 100, 1000);

@@ -26,8 +26,8 @@ export interface AppDeps {
   pusher?: Pusher;
   /** The mirror's own users (`[auth]`); absent: no pushes, local namespaces anonymous. */
   auth?: Authenticator;
-  /** `scheme://host:port` of the mirror as the client reached it (for token realms). */
-  baseUrl: (hostHeader: string | undefined) => string;
+  /** `scheme://host:port` of the mirror for token realms: external_url or the listener, never a Host header. */
+  baseUrl: () => string;
 }
 
 const ANONYMOUS: Identity = { user: undefined };
@@ -153,7 +153,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     }
     const authHeader = req.headers.authorization;
     const identity = auth === undefined || authHeader === undefined ? ANONYMOUS : await auth.identify(authHeader);
-    const base = (): string => deps.baseUrl(req.headers.host);
+    const base = deps.baseUrl;
     if (identity === undefined) {
       throw new RegistryError('UNAUTHORIZED', 'the credentials or token are not valid (or the token expired): log in again', { headers: challenge(base()) });
     }
@@ -305,7 +305,9 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   }
 
   async function serveBlob(info: RequestInfo, req: IncomingMessage, res: ServerResponse, route: Route, head: boolean): Promise<void> {
-    const blob = await mirror.getBlob(route, head);
+    // An HTTP/1.0 client (or a proxy speaking HTTP/1.0 to the mirror, as stock nginx does) reads a
+    // body to the close: without a length, a cut transfer would look complete to it.
+    const blob = await mirror.getBlob(route, head, req.httpVersionMajor === 1 && req.httpVersionMinor === 0);
     info.cache = blob.cache;
     info.digest = blob.digest;
     const h = apiHeaders('Content-Type', 'application/octet-stream', 'Docker-Content-Digest', blob.digest, 'ETag', `"${blob.digest}"`, 'Accept-Ranges', 'bytes');

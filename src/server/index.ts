@@ -2,3 +2,4 @@ export * from './app.ts';
 export * from './range.ts';
 export * from './admin-api.ts';
 export * from './auth.ts';
+export * from './client-error.ts';

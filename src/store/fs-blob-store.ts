@@ -5,11 +5,15 @@
  * Bytes are staged in 1 MiB blocks that readers of a fill can copy from, and written a block at a
  * time, with direct I/O where the filesystem takes it (staging.ts).
  */
-import { open, mkdir, readdir, rename, rm, stat, readFile, type FileHandle } from 'node:fs/promises';
+import { open, mkdir, readdir, rename, rm, stat, statfs, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { newHasher, RegistryError, type Digest } from '../oci/index.ts';
-import { blobPath, blobsRoot, newTempPath, tmpDir } from './paths.ts';
+import { blobPath, blobsRoot, newTempPath, processTmpDir, tmpDir } from './paths.ts';
+import { ownerAlive, ownerToken } from './owner.ts';
+
+/** A loose file in tmp/ (the layout before per-process folders) is a leftover once this old. */
+const LEGACY_TEMP_AGE_MS = 60 * 60_000;
 import { StagedFile, probeDirectIo, writeAll } from './staging.ts';
 
 /** Thrown by BlobWriter.commit when the written bytes do not match the expected digest or size. */
@@ -145,24 +149,55 @@ export class FsBlobStore {
     private readonly wantDirectIo = true,
   ) {}
 
+  /** This process's own folder for temporary files (owner.ts); set by init(). */
+  private tmp = '';
+
+  /** This process's own temp folder (fills in progress); '' before init(). */
+  get tempDir(): string {
+    return this.tmp;
+  }
+
   /**
-   * Creates the folders and, with `removeLeftovers` (the server at start-up), removes temporary
-   * files of an earlier run. Other commands (seed, import) pass false: a server running on the same
-   * data directory may have fills in progress. Returns how many files were removed.
+   * Creates the folders, this process's own temp folder among them, and with `removeLeftovers`
+   * removes temporary files no live process owns: the folders of processes that have exited, and
+   * loose files of the older flat layout that have not changed for LEGACY_TEMP_AGE_MS. Every command
+   * may pass true: a live process's folder is never touched. Returns how many entries were removed.
    */
   async init(removeLeftovers = true): Promise<number> {
     await mkdir(blobsRoot(this.dataDir), { recursive: true });
-    const tmp = tmpDir(this.dataDir);
-    await mkdir(tmp, { recursive: true });
+    this.tmp = processTmpDir(this.dataDir, ownerToken());
+    await mkdir(this.tmp, { recursive: true });
     if (this.wantDirectIo) {
-      const probe = await probeDirectIo(tmp);
+      const probe = await probeDirectIo(this.tmp);
       this.directIo = probe.ok;
       this.directIoRefused = probe.ok ? undefined : probe.reason;
     }
     if (!removeLeftovers) return 0;
-    const leftovers = await readdir(tmp);
-    await Promise.all(leftovers.map((f) => rm(`${tmp}/${f}`, { force: true, recursive: true })));
-    return leftovers.length;
+    const root = tmpDir(this.dataDir);
+    let removed = 0;
+    for (const entry of await readdir(root, { withFileTypes: true })) {
+      const path = `${root}/${entry.name}`;
+      if (entry.isDirectory()) {
+        if (ownerAlive(entry.name)) continue;
+      } else {
+        const age = await stat(path).then((st) => Date.now() - st.mtimeMs, () => 0);
+        if (age < LEGACY_TEMP_AGE_MS) continue;
+      }
+      await rm(path, { force: true, recursive: true });
+      removed++;
+    }
+    return removed;
+  }
+
+  /** Removes this process's temp folder (at exit; what is left in it is unfinished work). */
+  async removeOwnTemp(): Promise<void> {
+    if (this.tmp !== '') await rm(this.tmp, { force: true, recursive: true });
+  }
+
+  /** Bytes an unprivileged writer may still put on the cache's filesystem (statfs). */
+  async freeBytes(): Promise<number> {
+    const st = await statfs(this.dataDir);
+    return st.bavail * st.bsize;
   }
 
   /** Size of a committed blob, or undefined when it is not in the store. */
@@ -204,7 +239,8 @@ export class FsBlobStore {
 
   /** Starts writing a blob. The caller must commit() or abort(), then close the writer's handle. */
   async createWriter(d: Digest, expectedSize?: number): Promise<BlobWriter> {
-    const path = newTempPath(this.dataDir);
+    if (this.tmp === '') throw new Error('FsBlobStore.createWriter before init()');
+    const path = newTempPath(this.tmp);
     const handle = await open(path, 'w+', 0o644);
     let staged: StagedFile | undefined;
     try {
@@ -245,6 +281,16 @@ export class FsBlobStore {
       await dh.close();
     }
   }
+}
+
+/**
+ * True for a failure of the cache's own storage (disk full, read-only, I/O error, a file gone),
+ * as opposed to the upstream's: file-system calls, never socket reads.
+ */
+export function isStorageError(e: unknown): boolean {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === 'ENOSPC' || err?.code === 'EDQUOT' || err?.code === 'EROFS') return true;
+  return typeof err?.syscall === 'string' && ['open', 'write', 'rename', 'fsync', 'fdatasync', 'ftruncate', 'mkdir', 'close', 'unlink'].includes(err.syscall);
 }
 
 /** Maps a storage failure to an OCI error for the client, without leaking paths. */

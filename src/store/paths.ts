@@ -5,7 +5,9 @@
  *     blobs/
  *       sha256/<first 2 hex>/<64 hex>      committed content (blobs and manifests alike)
  *       sha512/<first 2 hex>/<128 hex>
- *     tmp/<random>.partial                  fills in progress (same filesystem, for rename)
+ *     tmp/p<pid>-<start>/<random>.partial   fills in progress (same filesystem, for rename), one folder
+ *                                           per live process (owner.ts): <start> is the process's
+ *                                           start time, so a reused pid is not taken for its owner
  *     meta.db (+ -wal, -shm)                SQLite metadata
  *
  * Only validated digests reach these functions (oci.parseDigest), so no path ever leaves data_dir.
@@ -26,8 +28,13 @@ export function tmpDir(dataDir: string): string {
   return join(dataDir, 'tmp');
 }
 
-export function newTempPath(dataDir: string): string {
-  return join(dataDir, 'tmp', `${randomBytes(12).toString('hex')}.partial`);
+/** The temp folder of the process whose owner token (ownerToken()) is `owner`. */
+export function processTmpDir(dataDir: string, owner: string): string {
+  return join(dataDir, 'tmp', owner);
+}
+
+export function newTempPath(dir: string): string {
+  return join(dir, `${randomBytes(12).toString('hex')}.partial`);
 }
 
 export function metaDbPath(dataDir: string): string {

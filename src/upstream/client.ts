@@ -15,6 +15,7 @@ import { safeUrl } from '../log/index.ts';
 import { parseChallenges, type Challenge } from './challenge.ts';
 import { TokenCache } from './token-cache.ts';
 import { UpstreamError } from './errors.ts';
+import { guardedConnector } from './paused-end-guard.ts';
 import { credentialProvider, type Credential, type CredentialProvider } from './credentials.ts';
 
 const USER_AGENT = 'regmirror/0.1';
@@ -82,14 +83,14 @@ export function createRegistryAgent(reg: RegistryConfig): Agent {
     keepAliveTimeout: 30_000,
     headersTimeout: reg.timeouts.headersMs,
     bodyTimeout: reg.timeouts.bodyIdleMs,
-    connect: {
+    connect: guardedConnector({
       timeout: reg.timeouts.connectMs,
       ...(ca === undefined ? {} : { ca }),
       ...(reg.clientCert === undefined || reg.clientKey === undefined
         ? {}
         : { cert: readFileSync(reg.clientCert), key: readFileSync(reg.clientKey) }),
       rejectUnauthorized: !reg.insecureSkipVerify,
-    },
+    }),
   });
 }
 
@@ -201,6 +202,12 @@ export class UpstreamClient {
       const res = await this.follow(method, url, { accept, 'user-agent': USER_AGENT }, authorization);
       if (res.status >= 200 && res.status < 300) return res;
       await drain(res.body);
+      const answeredBy = new URL(res.url).origin;
+      if (res.status === 401 && answeredBy !== this.origin) {
+        // A redirect target (a CDN, object storage) asking for credentials: never answered with the
+        // registry's credentials (they would go to whatever realm that origin names); a failed fetch.
+        throw new UpstreamError('unavailable', `${this.registry.host} redirected ${method} ${safeUrl(url)} to ${answeredBy}, which asked for credentials (401); the mirror answers only the registry's own challenges`, 401);
+      }
       if (res.status === 401 && attempt === 0) {
         const challenges = parseChallenges(header(res.headers, 'www-authenticate') ?? '');
         const next = await this.authorize(challenges, scope, authorization);

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { FsBlobStore, BlobVerifyError, blobPath } from '../../src/store/index.ts';
@@ -149,7 +149,7 @@ test('a reader never emits its last byte before the digest is verified; a bad fi
   fill.fail(new BlobVerifyError('digest mismatch'));
   assert.match((await errored).message, /digest mismatch/);
   assert.equal(existsSync(blobPath(store.dataDir, d)), false, 'nothing committed');
-  assert.deepEqual(readdirSync(join(store.dataDir, 'tmp')), [], 'temp file removed');
+  assert.deepEqual(readdirSync(store.tempDir), [], 'temp file removed');
 });
 
 test('readers finish once the digest is verified, before the file is fsynced and renamed', async () => {
@@ -175,12 +175,19 @@ test('a short body fails verification on size', async () => {
   await assert.rejects(writer.commit(), /size mismatch/);
 });
 
-test('the store removes leftover temp files at start', async () => {
+test("the store removes the temp files of processes that exited, never a live process's", async () => {
   const { store, writer } = await setup(Buffer.from('x'));
   await writer.write(Buffer.from('x'));
-  assert.equal(readdirSync(join(store.dataDir, 'tmp')).length, 1);
-  assert.equal(await new FsBlobStore(store.dataDir).init(), 1);
-  assert.deepEqual(readdirSync(join(store.dataDir, 'tmp')), []);
+  assert.equal(readdirSync(store.tempDir).length, 1);
+  // A folder of a process that is gone (no such pid), and one of a live process whose pid was reused.
+  const root = join(store.dataDir, 'tmp');
+  mkdirSync(join(root, 'p999999999-1'));
+  writeFileSync(join(root, 'p999999999-1', 'a.partial'), 'left');
+  mkdirSync(join(root, `p${process.pid}-1`));
+  const other = new FsBlobStore(store.dataDir);
+  assert.equal(await other.init(), 2, 'the dead folder and the one of a reused pid');
+  assert.deepEqual(readdirSync(root).sort(), [basename(store.tempDir)], 'this live process keeps its folder');
+  assert.equal(readdirSync(store.tempDir).length, 1, 'and the file being written');
 });
 
 test('single-flight runs concurrent work for one key once and frees the key after', async () => {

@@ -47,7 +47,7 @@ for (const direct of [true, false]) {
       assert.equal(w.bytesInFile, size);
       assert.deepEqual(readFileSync(blobPath(s.dataDir, d)), content, `size ${size}`);
     }
-    assert.deepEqual(readdirSync(join(s.dataDir, 'tmp')), []);
+    assert.deepEqual(readdirSync(s.tempDir), []);
   });
 }
 
@@ -104,7 +104,7 @@ test('an aborted staged writer leaves no file and returns its blocks', async () 
     await w.abort();
     await w.handle.close();
   }
-  assert.deepEqual(readdirSync(join(s.dataDir, 'tmp')), []);
+  assert.deepEqual(readdirSync(s.tempDir), []);
   const w = await s.createWriter(parseDigest(sha(Buffer.from('y'))), 1);
   await w.write(Buffer.from('y'));
   assert.equal(w.bytesInFile, 0, 'still staged: aborts gave their blocks back');
@@ -150,6 +150,6 @@ test('the start-up warm-up moves bytes through a fill and a reader and leaves no
   const s = await store(true);
   const r = await warmUp(s, 8);
   assert.equal(r.bytes, 8 * DIRECT_BLOCK);
-  assert.deepEqual(readdirSync(join(s.dataDir, 'tmp')), [], 'temp file removed');
+  assert.deepEqual(readdirSync(s.tempDir), [], 'temp file removed');
   assert.deepEqual(readdirSync(join(s.dataDir, 'blobs')), [], 'nothing cached');
 });

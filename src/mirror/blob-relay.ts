@@ -1,0 +1,77 @@
+/**
+ * A blob relayed from the upstream to one client without caching it: what the mirror does when
+ * its disk cannot take the blob (issue 14, defect 6). Every byte is still hashed, and the last
+ * byte sent is held back until the whole body's size and digest are checked, so a cut or wrong
+ * upstream body reaches the client as a failed transfer, never as a short success (the same rule
+ * as a fill's readers). A range is served by reading the whole body and sending only its part.
+ */
+import type { Readable, Writable } from 'node:stream';
+import { newHasher, type Digest } from '../oci/index.ts';
+import { BlobVerifyError, ChunkSink } from '../store/index.ts';
+import type { BlobResult } from './types.ts';
+
+/** Relays `body` (the upstream's answer for `d`, `size` bytes when known) to one client. */
+export function relayBlob(d: Digest, size: number | undefined, body: Readable, onBytes: (n: number) => void): BlobResult {
+  let used = false;
+  const take = (): void => {
+    if (used) throw new Error('a relayed blob is sent once');
+    used = true;
+  };
+  const notStored = (): Promise<never> => Promise.reject(new BlobVerifyError(`blob ${d.value} was relayed without caching: the cache disk is full`));
+  return {
+    digest: d.value,
+    size,
+    cache: 'miss',
+    open: async () => {
+      take();
+      body.destroy();
+      return notStored();
+    },
+    sendTo: async (dest: Writable, ready: () => void, start = 0, end?: number): Promise<void> => {
+      take();
+      const sink = new ChunkSink(dest);
+      const hasher = newHasher(d.algorithm);
+      let pos = 0;
+      let held: Buffer | undefined;
+      let started = false;
+      const send = async (chunk: Buffer): Promise<void> => {
+        if (!started) {
+          started = true;
+          ready();
+        }
+        await sink.write(chunk);
+        onBytes(chunk.byteLength);
+      };
+      try {
+        for await (const raw of body) {
+          const chunk = raw as Buffer;
+          hasher.update(chunk);
+          const from = Math.max(start - pos, 0);
+          const to = Math.min(chunk.byteLength, (end ?? Number.MAX_SAFE_INTEGER) - pos);
+          pos += chunk.byteLength;
+          if (size !== undefined && pos > size) throw new BlobVerifyError(`upstream sent more than the expected ${size} bytes for ${d.value}`);
+          if (to > from) {
+            if (held !== undefined) await send(held);
+            held = chunk.subarray(from, to);
+          }
+        }
+        if (size !== undefined && pos !== size) throw new BlobVerifyError(`size mismatch for ${d.value}: expected ${size} bytes, got ${pos}`);
+        const actual = `${d.algorithm}:${hasher.digest('hex')}`;
+        if (actual !== d.value) throw new BlobVerifyError(`digest mismatch: expected ${d.value}, content hashes to ${actual}`);
+        if (held !== undefined) await send(held);
+        if (!started) ready();
+        await sink.end();
+      } finally {
+        body.destroy();
+        sink.dispose();
+      }
+    },
+    stored: notStored,
+    discard: () => {
+      if (!used) {
+        used = true;
+        body.destroy();
+      }
+    },
+  };
+}
