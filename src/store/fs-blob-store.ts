@@ -295,5 +295,6 @@ export function isStorageError(e: unknown): boolean {
 
 /** Maps a storage failure to an OCI error for the client, without leaking paths. */
 export function storageUnavailable(cause: unknown): RegistryError {
-  return new RegistryError('UNAVAILABLE', 'the mirror could not read or write its cache; see the mirror log', { cause });
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  return new RegistryError('UNAVAILABLE', `the mirror could not read or write its cache${typeof code === 'string' && /^E[A-Z]+$/.test(code) ? ` (${code})` : ''}; see the mirror log`, { cause });
 }
