@@ -178,6 +178,39 @@ describe('push into local namespaces', { timeout: 300_000 }, () => {
     assert.equal(((await byDigest.json()) as OciErrors).errors[0]?.code, 'DIGEST_INVALID');
   });
 
+  test('a pushed manifest must be what its Content-Type says, whatever the type: MANIFEST_INVALID', async () => {
+    const put = (body: Buffer | string, contentType: string): Promise<Response> =>
+      fetch(`${mirror.url}/v2/site/team/shape/manifests/v1`, { method: 'PUT', headers: { ...ci, 'content-type': contentType }, body });
+    const ociNoType = Buffer.from(JSON.stringify({ schemaVersion: 2, config: { mediaType: MT.ociConfig, digest: `sha256:${'3'.repeat(64)}`, size: 2 }, layers: [] }));
+    const cases: Array<{ what: string; body: Buffer | string; ct: string; message: RegExp }> = [
+      { what: 'a Docker manifest declared an OCI index', body: app.manifest.bytes, ct: MT.ociIndex, message: /Content-Type is application\/vnd\.oci\.image\.index\.v1\+json but the manifest's mediaType is/ },
+      { what: '{"hello":1} as an OCI index', body: '{"hello":1}', ct: MT.ociIndex, message: /schemaVersion must be 2/ },
+      { what: '{"hello":1} as a Docker manifest list', body: '{"hello":1}', ct: 'application/vnd.docker.distribution.manifest.list.v2+json', message: /schemaVersion must be 2/ },
+      { what: 'an OCI image manifest without mediaType declared an index', body: ociNoType, ct: MT.ociIndex, message: /must have a manifests array/ },
+      { what: 'an index with a broken descriptor', body: JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests: [{ mediaType: MT.ociManifest, digest: 'sha256:nothex', size: 1 }] }), ct: MT.ociIndex, message: /manifests\[0\]\.digest/ },
+      { what: 'an image manifest that is also an index', body: JSON.stringify({ schemaVersion: 2, mediaType: MT.ociManifest, config: { mediaType: MT.ociConfig, digest: `sha256:${'3'.repeat(64)}`, size: 2 }, layers: [], manifests: [] }), ct: MT.ociManifest, message: /ambiguous/ },
+    ];
+    for (const c of cases) {
+      const r = await put(c.body, c.ct);
+      assert.equal(r.status, 400, c.what);
+      const e = ((await r.json()) as OciErrors).errors[0];
+      assert.equal(e?.code, 'MANIFEST_INVALID', c.what);
+      assert.match(e?.message ?? '', c.message, c.what);
+    }
+    // The same OCI manifest under its own type is refused for its missing blob, as before.
+    const own = await put(ociNoType, MT.ociManifest);
+    assert.equal(own.status, 404);
+    assert.equal(((await own.json()) as OciErrors).errors[0]?.code, 'MANIFEST_BLOB_UNKNOWN');
+    assert.equal((await fetch(`${mirror.url}/v2/site/team/shape/manifests/v1`, { headers: ci })).status, 404, 'nothing was stored');
+  });
+
+  test("token realms come from the listener's own address, never from the client's Host header", async () => {
+    const { rawHttp } = await import('../helpers/raw-http.ts');
+    const r = await rawHttp(mirror.port, '/v2/', '1.1', { raw: 'GET /v2/ HTTP/1.1\r\nHost: evil.example:80\r\nConnection: close\r\n\r\n' });
+    assert.equal(r.status, 401);
+    assert.equal(r.headers['www-authenticate'], `Bearer realm="http://${mirror.hostPort}/_regmirror/token",service="regmirror"`);
+  });
+
   test('DELETE of a tag, then of a manifest by digest', async () => {
     const tagged = await fetch(`${mirror.url}/v2/site/team/app/manifests/v2`, { method: 'PUT', headers: { ...ci, 'content-type': MT.dockerManifest }, body: app.manifest.bytes });
     assert.equal(tagged.status, 201);

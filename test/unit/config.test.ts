@@ -157,3 +157,11 @@ test('[auth]: users from htpasswd (bcrypt only) and [[auth.user]], roles checked
   rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword_env = "NOPE"\n`, 'auth.user[0].password_env', /NOPE is not set/);
   rejects(`${REG}[uploads]\nabandon_after = "soon"\n`, 'uploads.abandon_after', /not a duration/);
 });
+
+test('[server] external_url: scheme://host[:port] only, used for token realms instead of any Host header', () => {
+  assert.equal(parse(`[server]\nexternal_url = "https://mirror.example.com:5000/"\n${REG}`).server.externalUrl, 'https://mirror.example.com:5000');
+  assert.equal(parse(REG).server.externalUrl, undefined);
+  rejects(`[server]\nexternal_url = "mirror.example.com"\n${REG}`, 'server.external_url', /not a URL/);
+  rejects(`[server]\nexternal_url = "ftp://mirror.example.com"\n${REG}`, 'server.external_url', /scheme ftp: is not supported/);
+  rejects(`[server]\nexternal_url = "https://mirror.example.com/v2"\n${REG}`, 'server.external_url', /no path/);
+});
