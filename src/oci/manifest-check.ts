@@ -8,7 +8,7 @@
  */
 import { RegistryError } from './errors.ts';
 import { parseDigest } from './digest.ts';
-import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, SUPPORTED_MANIFEST_TYPES, isIndexType, parseManifestJson, type ManifestJson } from './media-types.ts';
+import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, isIndexType, mediaTypeOf, parseManifestJson, type ManifestJson } from './media-types.ts';
 
 function invalid(message: string): RegistryError {
   return new RegistryError('MANIFEST_INVALID', message);
@@ -38,18 +38,16 @@ export function checkPushedManifest(contentType: string | undefined, bytes: Uint
   const declared = contentType?.split(';')[0]?.trim().toLowerCase();
   const own = manifest.mediaType;
   if (own !== undefined && typeof own !== 'string') throw invalid('mediaType must be a string');
-  let mediaType: string | undefined;
-  if (declared !== undefined && SUPPORTED_MANIFEST_TYPES.has(declared)) {
-    if (own !== undefined && own !== declared) throw invalid(`the Content-Type is ${declared} but the manifest's mediaType is ${own}: they must agree`);
-    mediaType = declared;
-  } else if (typeof own === 'string' && SUPPORTED_MANIFEST_TYPES.has(own)) {
-    mediaType = own;
-  } else if (own === undefined && manifest.schemaVersion === 2) {
-    // OCI manifests may omit mediaType; the shape tells which (a shape with both is refused below).
-    mediaType = Array.isArray(manifest.manifests) ? OCI_INDEX : manifest.config !== undefined ? OCI_MANIFEST : undefined;
-  }
+  const mediaType = mediaTypeOf(declared, manifest);
   if (mediaType === undefined) {
-    throw invalid(`not a supported manifest (Content-Type ${declared ?? 'none'}, mediaType ${typeof own === 'string' ? own : 'none'}): push an OCI image manifest or index, or a Docker schema 2 manifest or list`);
+    throw invalid(`not a supported manifest (Content-Type ${declared ?? 'none'}, mediaType ${own ?? 'none'}): push an OCI image manifest or index, or a Docker schema 2 manifest or list`);
+  }
+  if (own !== undefined && own !== mediaType) {
+    throw invalid(
+      mediaType === declared
+        ? `the Content-Type is ${declared} but the manifest's mediaType is ${own}: they must agree`
+        : `the manifest's mediaType ${own} is not a supported manifest type (its shape is that of ${mediaType})`,
+    );
   }
   if (manifest.schemaVersion !== 2) throw invalid('schemaVersion must be 2');
   if ((mediaType === DOCKER_MANIFEST || mediaType === DOCKER_MANIFEST_LIST) && own !== mediaType) {

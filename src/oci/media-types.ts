@@ -24,15 +24,24 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /**
  * Media type of a manifest body: the upstream's Content-Type when it is a supported manifest type,
  * else the body's own `mediaType` field. Returns undefined when neither names a supported type.
+ * The body is parsed only when the Content-Type does not decide.
  */
 export function manifestMediaType(contentType: string | undefined, body: Uint8Array): string | undefined {
   const ct = contentType?.split(';')[0]?.trim();
   if (ct !== undefined && SUPPORTED_MANIFEST_TYPES.has(ct)) return ct;
-  const parsed = parseManifestJson(body);
+  return mediaTypeOf(ct, parseManifestJson(body));
+}
+
+/**
+ * The rule behind manifestMediaType, on an already parsed body and a bare Content-Type (no
+ * parameters): a supported Content-Type, else a supported `mediaType` field, else (schema 2 only,
+ * as OCI manifests may omit mediaType) what the shape says. Undefined for schema 1 and the rest.
+ */
+export function mediaTypeOf(ct: string | undefined, parsed: ManifestJson | undefined): string | undefined {
+  if (ct !== undefined && SUPPORTED_MANIFEST_TYPES.has(ct)) return ct;
   const mt = parsed?.mediaType;
   if (typeof mt === 'string' && SUPPORTED_MANIFEST_TYPES.has(mt)) return mt;
   if (ct === DOCKER_SCHEMA1 || ct === DOCKER_SCHEMA1_SIGNED || parsed?.schemaVersion === 1) return undefined;
-  // An OCI manifest may omit mediaType; infer from its shape.
   if (parsed?.schemaVersion === 2) {
     if (Array.isArray(parsed.manifests)) return OCI_INDEX;
     if (parsed.config !== undefined && Array.isArray(parsed.layers)) return OCI_MANIFEST;
