@@ -6,11 +6,14 @@
  * as a fill's readers). A range is served by reading the whole body and sending only its part.
  */
 import type { Readable, Writable } from 'node:stream';
-import { newHasher, type Digest } from '../oci/index.ts';
-import { BlobVerifyError, ChunkSink } from '../store/index.ts';
+import type { Digest } from '../oci/index.ts';
+import { BlobVerifyError, ChunkSink, ContentCheck } from '../store/index.ts';
 import type { BlobResult } from './types.ts';
 
-/** Relays `body` (the upstream's answer for `d`, `size` bytes when known) to one client. */
+/**
+ * Relays `body` (the upstream's answer for `d`, `size` bytes when known) to one client; `onBytes`
+ * is told once how many bytes came from the upstream, whatever part of them the client asked for.
+ */
 export function relayBlob(d: Digest, size: number | undefined, body: Readable, onBytes: (n: number) => void): BlobResult {
   let used = false;
   const take = (): void => {
@@ -30,8 +33,7 @@ export function relayBlob(d: Digest, size: number | undefined, body: Readable, o
     sendTo: async (dest: Writable, ready: () => void, start = 0, end?: number): Promise<void> => {
       take();
       const sink = new ChunkSink(dest);
-      const hasher = newHasher(d.algorithm);
-      let pos = 0;
+      const content = new ContentCheck(d, size);
       let held: Buffer | undefined;
       let started = false;
       const send = async (chunk: Buffer): Promise<void> => {
@@ -40,28 +42,25 @@ export function relayBlob(d: Digest, size: number | undefined, body: Readable, o
           ready();
         }
         await sink.write(chunk);
-        onBytes(chunk.byteLength);
       };
       try {
         for await (const raw of body) {
           const chunk = raw as Buffer;
-          hasher.update(chunk);
+          const pos = content.bytes;
+          content.add(chunk);
           const from = Math.max(start - pos, 0);
           const to = Math.min(chunk.byteLength, (end ?? Number.MAX_SAFE_INTEGER) - pos);
-          pos += chunk.byteLength;
-          if (size !== undefined && pos > size) throw new BlobVerifyError(`upstream sent more than the expected ${size} bytes for ${d.value}`);
           if (to > from) {
             if (held !== undefined) await send(held);
             held = chunk.subarray(from, to);
           }
         }
-        if (size !== undefined && pos !== size) throw new BlobVerifyError(`size mismatch for ${d.value}: expected ${size} bytes, got ${pos}`);
-        const actual = `${d.algorithm}:${hasher.digest('hex')}`;
-        if (actual !== d.value) throw new BlobVerifyError(`digest mismatch: expected ${d.value}, content hashes to ${actual}`);
+        content.check();
         if (held !== undefined) await send(held);
         if (!started) ready();
         await sink.end();
       } finally {
+        onBytes(content.bytes);
         body.destroy();
         sink.dispose();
       }

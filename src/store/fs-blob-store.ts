@@ -7,23 +7,15 @@
  */
 import { open, mkdir, readdir, rename, rm, stat, statfs, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Hash } from 'node:crypto';
-import { newHasher, RegistryError, type Digest } from '../oci/index.ts';
+import { RegistryError, type Digest } from '../oci/index.ts';
 import { blobPath, blobsRoot, newTempPath, processTmpDir, tmpDir } from './paths.ts';
 import { ownerAlive, ownerToken } from './owner.ts';
 
+import { StagedFile, probeDirectIo, writeAll } from './staging.ts';
+import { ContentCheck } from './content-check.ts';
+
 /** A loose file in tmp/ (the layout before per-process folders) is a leftover once this old. */
 const LEGACY_TEMP_AGE_MS = 60 * 60_000;
-import { StagedFile, probeDirectIo, writeAll } from './staging.ts';
-
-/** Thrown by BlobWriter.commit when the written bytes do not match the expected digest or size. */
-export class BlobVerifyError extends Error {
-  readonly code = 'ERR_BLOB_VERIFY';
-  constructor(message: string) {
-    super(message);
-    this.name = 'BlobVerifyError';
-  }
-}
 
 /** An open, committed blob ready to be read. The caller closes `handle`. */
 export interface OpenBlob {
@@ -33,7 +25,8 @@ export interface OpenBlob {
 
 /** A blob being written; bytes are hashed as they are written, visible only after commit. */
 export class BlobWriter {
-  private readonly hasher: Hash;
+  private readonly content: ContentCheck;
+  /** Bytes accepted and handed to the file or the staging blocks (readers follow this count). */
   private written = 0;
   private finished = false;
   private verified = false;
@@ -50,7 +43,7 @@ export class BlobWriter {
     /** Staging blocks for the same file; undefined (none free): each chunk is written as it comes. */
     private readonly staged?: StagedFile,
   ) {
-    this.hasher = newHasher(digest.algorithm);
+    this.content = new ContentCheck(digest, expectedSize);
   }
 
   /** Bytes accepted (hashed and counted) so far. */
@@ -73,10 +66,7 @@ export class BlobWriter {
 
   /** Appends a chunk. Throws BlobVerifyError as soon as more than the expected size arrives. */
   async write(chunk: Uint8Array): Promise<void> {
-    if (this.expectedSize !== undefined && this.written + chunk.byteLength > this.expectedSize) {
-      throw new BlobVerifyError(`upstream sent more than the expected ${this.expectedSize} bytes for ${this.digest.value}`);
-    }
-    this.hasher.update(chunk);
+    this.content.add(chunk);
     if (this.staged !== undefined) await this.staged.append(chunk);
     else await writeAll(this.handle, chunk, chunk.byteLength, this.written);
     this.written += chunk.byteLength;
@@ -93,14 +83,11 @@ export class BlobWriter {
       await this.staged.finish();
       if (this.staged.direct) await this.handle.truncate(this.written); // drops the last block's padding
     }
-    const actual = `${this.digest.algorithm}:${this.hasher.digest('hex')}`;
-    if (this.expectedSize !== undefined && this.written !== this.expectedSize) {
+    try {
+      this.content.check();
+    } catch (e) {
       await rm(this.tempPath, { force: true });
-      throw new BlobVerifyError(`size mismatch for ${this.digest.value}: expected ${this.expectedSize} bytes, got ${this.written}`);
-    }
-    if (actual !== this.digest.value) {
-      await rm(this.tempPath, { force: true });
-      throw new BlobVerifyError(`digest mismatch: expected ${this.digest.value}, content hashes to ${actual}`);
+      throw e;
     }
     this.verified = true;
   }

@@ -1,4 +1,5 @@
 export * from './fs-blob-store.ts';
+export * from './content-check.ts';
 export * from './paths.ts';
 export * from './uploads.ts';
 export * from './send-file.ts';
