@@ -6,10 +6,10 @@
  * handshake on the plain port (skopeo probing an `insecure` mirror) has no HTTP peer to read an
  * answer and is closed quietly.
  */
+import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { RegistryError, renderErrorBody } from '../oci/index.ts';
 
-const REASONS: Readonly<Record<number, string>> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 501: 'Not Implemented' };
 
 /** The status and message for a parser error code (llhttp's HPE_* or Node's ERR_HTTP_*). */
 export function clientErrorAnswer(code: string | undefined): { status: number; message: string } {
@@ -43,7 +43,7 @@ export function answerClientError(err: Error & { code?: string; rawPacket?: Buff
   const code = status === 501 ? 'UNSUPPORTED' : status === 431 ? 'SIZE_INVALID' : 'UNKNOWN';
   const body = renderErrorBody(new RegistryError(code, message, { status }));
   socket.end(
-    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nDocker-Distribution-API-Version: registry/2.0\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nDocker-Distribution-API-Version: registry/2.0\r\nConnection: close\r\n\r\n${body}`,
   );
   // A peer that never reads its answer must not hold the socket.
   setTimeout(() => socket.destroy(), 5_000).unref();
