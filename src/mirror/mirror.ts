@@ -22,7 +22,7 @@ import { relayBlob } from './blob-relay.ts';
 import type { SqliteMetaStore, TagRecord, SqliteProvenanceStore } from '../meta/index.ts';
 import { ProvenanceRecorder } from './provenance-recorder.ts';
 import { recordManifest } from './manifest-record.ts';
-import { UpstreamError, type UpstreamClient } from '../upstream/index.ts';
+import { UpstreamError, type BlobFetch, type UpstreamClient } from '../upstream/index.ts';
 import type { Logger } from '../log/index.ts';
 import { SingleFlight } from './single-flight.ts';
 import { BlobFill } from './blob-fill.ts';
@@ -366,7 +366,12 @@ export class Mirror {
       const res = await up.getBlob(route.upstreamRepo, d.value).catch((e: unknown) => {
         throw blobError(e);
       });
-      const size = res.size ?? this.descriptorSizes.get(d.value);
+      let size: number | undefined;
+      try {
+        size = this.blobLength(res, route, d);
+      } catch (e) {
+        throw blobError(e);
+      }
       if (needsLength && size === undefined) {
         res.body.destroy();
         throw new RegistryError('UNAVAILABLE', `the mirror's cache disk is full and ${route.registry} does not say how long blob ${d.value} is, which an HTTP/1.0 client needs; free space on the mirror or retry over HTTP/1.1`, { status: 507 });
@@ -522,6 +527,19 @@ export class Mirror {
     );
   }
 
+  /**
+   * A blob's length: the upstream's Content-Length, else the size its manifest's descriptor gives.
+   * Throws UpstreamError bad_response (and drops the body) when the two disagree.
+   */
+  private blobLength(res: BlobFetch, route: Route, d: Digest): number | undefined {
+    const described = this.descriptorSizes.get(d.value);
+    if (res.size !== undefined && described !== undefined && res.size !== described) {
+      res.body.destroy();
+      throw new UpstreamError('bad_response', `${route.registry} sent Content-Length ${res.size} for blob ${d.value}, which its manifest describes as ${described} bytes`);
+    }
+    return res.size ?? described;
+  }
+
   /** The running fill of `d`, or a new one started for `route`. */
   private fillOf(up: UpstreamClient, route: Route, d: Digest): { repo: string; fill: Promise<BlobFill> } {
     let entry = this.fills.get(d.value);
@@ -564,12 +582,7 @@ export class Mirror {
   private async startFill(up: UpstreamClient, route: Route, d: Digest): Promise<BlobFill> {
     const started = this.now();
     const res = await up.getBlob(route.upstreamRepo, d.value);
-    const described = this.descriptorSizes.get(d.value);
-    if (res.size !== undefined && described !== undefined && res.size !== described) {
-      res.body.destroy();
-      throw new UpstreamError('bad_response', `${route.registry} sent Content-Length ${res.size} for blob ${d.value}, which its manifest describes as ${described} bytes`);
-    }
-    const size = res.size ?? described;
+    const size = this.blobLength(res, route, d);
     let writer;
     try {
       writer = await this.store.createWriter(d, size);
