@@ -50,6 +50,10 @@ async function reconcile(meta: SqliteMetaStore, dataDir: string, log: Logger): P
     forgotten += missing.length;
   }
   let adopted = 0;
+  // Rows as they were at the start: one set lookup per file. A file not in it is asked about again
+  // (knows), as its row may have been written since.
+  const known = new Set(digests);
+  for (const digest of meta.manifestDigests()) known.add(digest);
   const root = blobsRoot(dataDir);
   for (const algorithm of ['sha256', 'sha512']) {
     const prefixes = await readdir(join(root, algorithm)).catch(() => [] as string[]);
@@ -59,6 +63,7 @@ async function reconcile(meta: SqliteMetaStore, dataDir: string, log: Logger): P
       const found: Array<{ digest: string; size: number }> = [];
       for (const name of names) {
         const digest = `${algorithm}:${name}`;
+        if (known.has(digest)) continue;
         try {
           parseDigest(digest);
         } catch {

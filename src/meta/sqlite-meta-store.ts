@@ -93,6 +93,7 @@ export class SqliteMetaStore {
     forgetBlob: Statement<[string]>;
     forgetManifest: Statement<[string]>;
     allBlobDigests: Statement<[], { digest: string }>;
+    allManifestDigests: Statement<[], { digest: string }>;
     deleteTag: Statement<[string, string]>;
     deleteTagsFor: Statement<[string, string]>;
     tagsFor: Statement<[string, string], { tag: string }>;
@@ -136,6 +137,7 @@ export class SqliteMetaStore {
       forgetBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
       forgetManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
       allBlobDigests: db.prepare('SELECT digest FROM blobs'),
+      allManifestDigests: db.prepare('SELECT digest FROM manifests'),
       deleteTag: db.prepare('DELETE FROM tags WHERE repo = ? AND tag = ?'),
       deleteTagsFor: db.prepare('DELETE FROM tags WHERE repo = ? AND digest = ?'),
       tagsFor: db.prepare('SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag'),
@@ -261,6 +263,11 @@ export class SqliteMetaStore {
   /** All blob digests (for the start-up sweep of rows whose files are gone). */
   *blobDigests(): IterableIterator<string> {
     for (const r of this.st.allBlobDigests.iterate()) yield r.digest;
+  }
+
+  /** All manifest digests (start-up reconciliation). */
+  *manifestDigests(): IterableIterator<string> {
+    for (const r of this.st.allManifestDigests.iterate()) yield r.digest;
   }
 
   /** The open database, for stores that share it (provenance). */
