@@ -4,7 +4,8 @@
  * Connection: close, no length, the body ended by closing the connection) and a fault (`good`,
  * `cut` at a given offset, `wrong`: one byte flipped, `slow`: sent in 64 KiB pieces with a pause
  * between). It also serves image manifests by tag and digest, and can sit behind Basic auth and
- * redirect blob GETs to another origin (`redirectBlobsTo`). Counts blob GETs per digest.
+ * redirect blob GETs to another origin (`redirectBlobsTo`) or, per blob, to a relative Location on
+ * itself (`relativeRedirect`). Counts blob GETs per digest.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +20,8 @@ export interface BlobPlan {
   cutAt?: number;
   /** For `slow`: pause between 64 KiB pieces (default 100 ms). */
   pauseMs?: number;
+  /** First answer a 302 with a relative Location (`../../moved/blobs/<digest>?moved=1`), then serve there. */
+  relativeRedirect?: boolean;
 }
 
 export interface FaultServer {
@@ -113,7 +116,7 @@ export async function startFaultServer(): Promise<FaultServer> {
       res.end(req.method === 'HEAD' ? undefined : m.body);
       return;
     }
-    const blob = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url);
+    const blob = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})(\?moved=1)?$/.exec(url);
     const body = blob === null ? undefined : state.blobs.get(blob[1] ?? '');
     if (blob === null || body === undefined) {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}');
@@ -124,12 +127,17 @@ export async function startFaultServer(): Promise<FaultServer> {
       res.writeHead(200, { 'content-length': body.length }).end();
       return;
     }
+    const plan = state.plans.get(digest) ?? { framing: 'length', fault: 'good' };
+    if (plan.relativeRedirect === true && blob[2] === undefined) {
+      res.writeHead(302, { location: `../../moved/blobs/${digest}?moved=1` }).end();
+      return;
+    }
     state.blobGets.set(digest, (state.blobGets.get(digest) ?? 0) + 1);
     if (state.redirectBlobsTo !== undefined) {
       res.writeHead(307, { location: `${state.redirectBlobsTo}/cdn/${digest}` }).end();
       return;
     }
-    sendBlob(req, res, body, state.plans.get(digest) ?? { framing: 'length', fault: 'good' });
+    sendBlob(req, res, body, plan);
   };
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   state.port = (server.address() as AddressInfo).port;

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRegistry, type RegistryProcess } from '../helpers/registry-process.ts';
 import { startMirror, type MirrorProcess } from '../helpers/mirror-process.ts';
-import { startFaultyUpstream, type FaultyUpstream } from '../helpers/faulty-upstream.ts';
+import { startFaultServer, type FaultServer } from '../helpers/fault-server.ts';
 import { skopeo } from '../helpers/skopeo.ts';
 import { rawRequest } from '../helpers/net.ts';
 import { makeImage, makeIndex, makeLayer, pushBlob, pushImage, pushIndex, randomBytesFor, sha256, MT, type Image, type IndexImage, type Layer } from '../helpers/fixtures.ts';
@@ -19,7 +19,7 @@ const MiB = 1024 * 1024;
 describe('pull-through core against a real docker-registry', { timeout: 600_000 }, () => {
   let work: string;
   let upstream: RegistryProcess;
-  let faulty: FaultyUpstream;
+  let faulty: FaultServer;
   let mirror: MirrorProcess;
   let dockerImage: Image;
   let bigImage: Image;
@@ -31,7 +31,6 @@ describe('pull-through core against a real docker-registry', { timeout: 600_000 
   let prefetchImage: Image;
   const faultyBlob = randomBytesFor('faulty', 3 * MiB + 17);
   const faultyDigest = sha256(faultyBlob);
-  const faultyBlobs = new Map([[faultyDigest, faultyBlob]]);
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'regmirror-it-'));
@@ -53,7 +52,8 @@ describe('pull-through core against a real docker-registry', { timeout: 600_000 
     await pushImage(upstream.url, 'library/moving', 'v1', dockerImage);
     prefetchImage = makeImage('prefetch', [300 * 1024], 'oci');
     await pushImage(upstream.url, 'team/prefetch', 'v1', prefetchImage);
-    faulty = await startFaultyUpstream(faultyBlobs);
+    faulty = await startFaultServer();
+    faulty.blobs.set(faultyDigest, faultyBlob);
     mirror = await startMirror(
       work,
       `default_registry = "docker.io"
@@ -242,18 +242,18 @@ registry = "gcr.io"
   });
 
   test('an upstream that cuts a blob mid-body: the client transfer fails, nothing is committed, the next request fetches again', async () => {
-    faulty.mode = 'cut';
+    faulty.plans.set(faultyDigest, { framing: 'length', fault: 'cut' });
     const url = `${mirror.url}/v2/faulty.test/bad/blob/blobs/${faultyDigest}`;
-    const before = faulty.blobGets;
+    const before = faulty.blobGets.get(faultyDigest) ?? 0;
     const r = await fetch(url);
     assert.equal(r.status, 200, 'headers go out at once');
     await assert.rejects(r.arrayBuffer(), 'the body must fail, not end short');
     assert.equal(existsSync(join(dataDir(), 'blobs/sha256', faultyDigest.slice(7, 9), faultyDigest.slice(7))), false);
-    faulty.mode = 'good';
+    faulty.plans.delete(faultyDigest);
     const ok = await fetch(url);
     assert.equal(ok.headers.get('x-regmirror-cache'), 'miss');
     assert.equal(sha256(Buffer.from(await ok.arrayBuffer())), faultyDigest);
-    assert.equal(faulty.blobGets, before + 2, 'fetched again after the failure');
+    assert.equal(faulty.blobGets.get(faultyDigest), before + 2, 'fetched again after the failure');
     await waitCommitted(faultyDigest);
     const hit = await fetch(url);
     assert.equal(hit.headers.get('x-regmirror-cache'), 'hit');
@@ -263,16 +263,16 @@ registry = "gcr.io"
   test('an upstream that sends bytes not matching the digest: the transfer fails and nothing is committed', async () => {
     const fresh = randomBytesFor('faulty-wrong', MiB + 3);
     const freshDigest = sha256(fresh);
-    faultyBlobs.set(freshDigest, fresh);
-    faulty.mode = 'wrong';
+    faulty.blobs.set(freshDigest, fresh);
+    faulty.plans.set(freshDigest, { framing: 'length', fault: 'wrong' });
     const url = `${mirror.url}/v2/faulty.test/bad/other/blobs/${freshDigest}`;
-    const before = faulty.blobGets;
+    const before = faulty.blobGets.get(freshDigest) ?? 0;
     const r = await fetch(url);
     await assert.rejects(r.arrayBuffer(), 'wrong bytes must end in a failed transfer');
     const again = await fetch(url);
     assert.equal(again.headers.get('x-regmirror-cache'), 'miss', 'nothing was committed');
     await assert.rejects(again.arrayBuffer());
-    assert.equal(faulty.blobGets, before + 2);
+    assert.equal(faulty.blobGets.get(freshDigest), before + 2);
     assert.equal(existsSync(join(dataDir(), 'blobs/sha256', freshDigest.slice(7, 9), freshDigest.slice(7))), false);
     assert.match(mirror.logText(), /digest mismatch/);
   });
@@ -280,8 +280,8 @@ registry = "gcr.io"
   test('a relative redirect Location is resolved against the request URL', async () => {
     const blob = randomBytesFor('relative', 300 * 1024);
     const digest = sha256(blob);
-    faultyBlobs.set(digest, blob);
-    faulty.mode = 'relative-redirect';
+    faulty.blobs.set(digest, blob);
+    faulty.plans.set(digest, { framing: 'length', fault: 'good', relativeRedirect: true });
     const r = await fetch(`${mirror.url}/v2/faulty.test/team/rel/blobs/${digest}`);
     assert.equal(r.status, 200);
     assert.equal(sha256(Buffer.from(await r.arrayBuffer())), digest);
