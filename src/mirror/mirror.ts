@@ -14,6 +14,7 @@ import {
   manifestMediaType,
   parseDigest,
   parseManifestJson,
+  type ManifestJson,
   type Digest,
 } from '../oci/index.ts';
 import type { FsBlobStore } from '../store/index.ts';
@@ -173,7 +174,7 @@ export class Mirror {
     }
     const m = { bytes, size: bytes.byteLength, mediaType: rec.mediaType };
     this.manifestCache.set(d.value, m);
-    this.noteDescriptors(bytes);
+    this.noteDescriptors(parseManifestJson(bytes));
     return m;
   }
 
@@ -295,15 +296,15 @@ export class Mirror {
       this.now(),
     );
     this.manifestCache.set(digest, { bytes: res.body, size: res.body.byteLength, mediaType });
-    this.noteDescriptors(res.body);
+    const parsed = parseManifestJson(res.body);
+    this.noteDescriptors(parsed);
     this.log.info({ registry: route.registry, repo: route.upstreamRepo, reference, digest, mediaType, bytes: res.body.byteLength, cache: 'miss' }, 'manifest fetched');
-    this.prefetchConfig(up, route, res.body);
+    this.prefetchConfig(up, route, parsed);
     return { bytes: res.body, size: res.body.byteLength, mediaType, digest };
   }
 
   /** Remembers the sizes an image manifest's descriptors give its config and layers. */
-  private noteDescriptors(body: Uint8Array): void {
-    const m = parseManifestJson(body);
+  private noteDescriptors(m: ManifestJson | undefined): void {
     if (m === undefined) return;
     for (const desc of [m.config, ...(m.layers ?? [])]) {
       if (typeof desc?.digest === 'string' && typeof desc.size === 'number' && Number.isSafeInteger(desc.size) && desc.size >= 0) {
@@ -560,8 +561,8 @@ export class Mirror {
    * it cached or on its way instead of paying an upstream round trip. Only small configs
    * (PREFETCH_CONFIG_MAX); never layers, whose download stays the client's decision.
    */
-  private prefetchConfig(up: UpstreamClient, route: Route, body: Uint8Array): void {
-    const config = parseManifestJson(body)?.config;
+  private prefetchConfig(up: UpstreamClient, route: Route, manifest: ManifestJson | undefined): void {
+    const config = manifest?.config;
     if (typeof config?.digest !== 'string' || typeof config.size !== 'number' || config.size > PREFETCH_CONFIG_MAX) return;
     let d: Digest;
     try {
