@@ -457,7 +457,11 @@ export class Mirror {
     }
     if (opened === undefined) return undefined;
     const { handle, size } = opened;
-    this.accessed.set(d.value, { at: this.now(), size });
+    // One record per digest until the next flush, updated in place: a hit allocates nothing that
+    // lives (a fresh object per hit would wait up to 30 s and be promoted to the old generation).
+    const seen = this.accessed.get(d.value);
+    if (seen === undefined) this.accessed.set(d.value, { at: this.now(), size });
+    else seen.at = this.now();
     let used = false;
     const count = (start: number, end: number | undefined): void => {
       used = true;
