@@ -5,7 +5,7 @@
  */
 import type { Config } from '../config/index.ts';
 import type { Logger } from '../log/index.ts';
-import { FsBlobStore, metaDbPath } from '../store/index.ts';
+import { FsBlobStore, metaDbPath, ownerToken } from '../store/index.ts';
 import { SqliteMetaStore, SqliteProvenanceStore } from '../meta/index.ts';
 import { UpstreamClient } from '../upstream/index.ts';
 import { Mirror } from '../mirror/index.ts';
@@ -39,6 +39,8 @@ export async function openRuntime(config: Config, log: Logger, owner: boolean): 
     log.info({ reason: store.directIoRefused }, 'the cache filesystem refused direct I/O; blobs are written through the page cache');
   }
   const meta = new SqliteMetaStore(metaDbPath(config.server.dataDir));
+  const processToken = ownerToken();
+  meta.processOpened(processToken, Date.now());
   const provenance = new SqliteProvenanceStore(meta.database);
   const upstreams = new Map(config.registries.map((r) => [r.host, new UpstreamClient(r, log)]));
   const mirror = new Mirror({ config, store, meta, upstreams, provenance, log });
@@ -55,6 +57,7 @@ export async function openRuntime(config: Config, log: Logger, owner: boolean): 
         await mirror.close();
         await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
         await store.removeOwnTemp().catch(() => undefined);
+        meta.processClosed(processToken);
         meta.close();
       })();
       return closing;

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Config } from '../config/index.ts';
 import { createLogger, type Logger } from '../log/index.ts';
-import { FsUploadStore, blobPath, blobsRoot } from '../store/index.ts';
+import { FsUploadStore, blobPath, blobsRoot, ownerAlive } from '../store/index.ts';
 import type { SqliteMetaStore } from '../meta/index.ts';
 import { ProvenanceQuery, Pusher, warmUp } from '../mirror/index.ts';
 import { openRuntime } from './runtime.ts';
@@ -32,7 +32,10 @@ export interface RunningServer {
  * - blob files with no row (a process killed between the rename into place and the row: issue
  *   14, defect 5) get one. A file under blobs/ was verified before it was renamed there, so it is
  *   adopted as it is; its repository links come back with the manifests that reference it.
- * Logs one line when done, with both counts.
+ *   Only a process that died with the cache open can leave such files, so the files are scanned
+ *   only when one did (its note is still in the metadata and it is not alive), or when this cache
+ *   was never scanned; a cache whose processes all closed cleanly costs no scan.
+ * Logs one line when done, with the counts.
  */
 async function reconcile(meta: SqliteMetaStore, dataDir: string, log: Logger): Promise<void> {
   const digests = [...meta.blobDigests()];
@@ -48,6 +51,12 @@ async function reconcile(meta: SqliteMetaStore, dataDir: string, log: Logger): P
     });
     meta.forgetBlobs(missing);
     forgotten += missing.length;
+  }
+  const died = meta.openProcesses().filter((owner) => !ownerAlive(owner));
+  if (died.length === 0 && meta.filesReconciled) {
+    if (forgotten > 0) log.warn({ forgotten }, 'start-up reconciliation: forgot rows whose files were missing');
+    else log.info({ forgotten }, 'start-up reconciliation: files and rows agree');
+    return;
   }
   let adopted = 0;
   // Rows as they were at the start: one set lookup per file. A file not in it is asked about again
@@ -80,7 +89,9 @@ async function reconcile(meta: SqliteMetaStore, dataDir: string, log: Logger): P
       adopted += found.length;
     }
   }
-  const fields = { forgotten, adopted };
+  meta.filesReconciled = true;
+  for (const owner of died) meta.processClosed(owner);
+  const fields = { forgotten, adopted, scannedAfter: died.length > 0 ? `${died.length} process(es) that died with the cache open` : 'first start of this cache' };
   if (forgotten > 0 || adopted > 0) log.warn(fields, 'start-up reconciliation: forgot rows whose files were missing, added rows for files that had none');
   else log.info(fields, 'start-up reconciliation: files and rows agree');
 }

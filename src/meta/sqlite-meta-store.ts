@@ -210,6 +210,34 @@ export class SqliteMetaStore {
     })();
   }
 
+  /**
+   * Notes that the process with owner token `owner` (store/owner.ts) has the cache open; a clean
+   * close removes the note (processClosed). A note whose process is gone means that process died
+   * with work in flight: start-up reconciliation then scans the blob files (serve.ts).
+   */
+  processOpened(owner: string, now: number): void {
+    this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)').run(`process:${owner}`, String(now));
+  }
+
+  processClosed(owner: string): void {
+    this.db.prepare('DELETE FROM meta WHERE key = ?').run(`process:${owner}`);
+  }
+
+  /** Owner tokens of the processes that opened the cache and did not close it (alive, or killed). */
+  openProcesses(): string[] {
+    return this.db.prepare<[], { key: string }>("SELECT key FROM meta WHERE key LIKE 'process:%'").all().map((r) => r.key.slice('process:'.length));
+  }
+
+  /** Whether the blob files were ever reconciled with the rows (a cache from before that never was). */
+  get filesReconciled(): boolean {
+    return this.db.prepare("SELECT 1 FROM meta WHERE key = 'files_reconciled'").get() !== undefined;
+  }
+
+  set filesReconciled(done: boolean) {
+    if (done) this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('files_reconciled', '1')").run();
+    else this.db.prepare("DELETE FROM meta WHERE key = 'files_reconciled'").run();
+  }
+
   /** True when `digest` has a blob or a manifest row. */
   knows(digest: string): boolean {
     return this.st.getBlob.get(digest) !== undefined || this.st.getManifest.get(digest) !== undefined;

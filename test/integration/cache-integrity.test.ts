@@ -164,6 +164,7 @@ describe('cache integrity (issue 14)', { timeout: 900_000 }, () => {
       // The next start reconciles; then the files and rows must agree.
       const next = await startMirror(dir, toml);
       await waitFor('start-up reconciliation', () => /start-up reconciliation/.test(next.logText()), 30_000);
+      assert.match(next.logText(), /"scannedAfter":"1 process\(es\) that died with the cache open"/, `round ${round}: the files are scanned after a kill`);
       const audit = auditCache(join(dir, 'data'));
       assert.deepEqual(audit.badHash, [], `round ${round}: files whose bytes do not hash to their name`);
       assert.deepEqual(audit.noRow, [], `round ${round}: files without a row`);
@@ -175,6 +176,11 @@ describe('cache integrity (issue 14)', { timeout: 900_000 }, () => {
       totals.rounds++;
     }
     assert.equal(totals.rounds, 5);
+    // After clean stops only, start-up does not scan the files again.
+    const clean = await startMirror(dir, toml);
+    await waitFor('start-up reconciliation', () => /start-up reconciliation/.test(clean.logText()), 30_000);
+    await clean.stop();
+    assert.doesNotMatch(clean.logText(), /scannedAfter/, 'no scan after clean stops');
     assert.ok(totals.files > 0, 'some blobs were cached across the rounds');
     process.stdout.write(`# kill -9: 5 rounds, ${totals.files} blob files at the end, all verified with rows\n`);
   });
