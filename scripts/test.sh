@@ -9,6 +9,6 @@ bash scripts/ensure-system-deps.sh
 npx --no-install tsc -p tsconfig.json --noEmit      # type-check sources and tests
 npx --no-install tsc -p tsconfig.build.json          # the build the mirror processes run (dist/)
 node --import tsx --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec \
-  test/unit/*.test.ts test/integration/*.test.ts
+  test/unit/*.test.ts test/contract/*.test.ts test/integration/*.test.ts
 exec bash scripts/in-netns.sh node --import tsx --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec \
   test/runtime/*.test.ts

@@ -1,17 +1,9 @@
 /**
- * regmirror command line.
- *   regmirror serve   [--config FILE]                      run the mirror (default command)
- *   regmirror verify  IMAGE [--local] [--json] [--mirror URL] [--config FILE]
- *   regmirror inspect IMAGE [--json] [--mirror URL] [--config FILE]
- *   regmirror seed    LIST [--platform P]... [--concurrency N] [--json] [--config FILE]
- *   regmirror export  LIST -o BUNDLE.tar[.gz] [--config FILE]
- *   regmirror import  BUNDLE.tar[.gz] [--config FILE]
- *   regmirror config  RUNTIME --mirror-url URL [--ca FILE] [--out DIR] [--no-fallback] [--digest-only]
- *                     [--default] [--namespace NAME] [--credentials FILE] [--config FILE]
+ * regmirror command line: parses arguments against the command table (commands.ts), calls the
+ * module that does the work, prints. `regmirror help` lists the commands.
  * Exit codes: 0 ok, 1 mismatch / corruption / runtime failure, 2 usage or configuration error,
  * 3 an image could not be resolved.
  */
-import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { request } from 'undici';
 import { ConfigError, loadConfig, type Config } from '../config/index.ts';
@@ -21,52 +13,13 @@ import { startServer } from './serve.ts';
 import { defaultMirrorUrl, verifyLocal, verifyRemote } from './verify.ts';
 import { openRuntime } from './runtime.ts';
 import { formatSeedSummary, seed } from './seed.ts';
-import { BundleError, exportBundle, importBundle } from './bundle.ts';
-import { formatBytes, parseImageList } from './progress.ts';
+import { BundleError, exportBundle, importBundle } from '../bundle/index.ts';
+import { parseImageList } from './progress.ts';
+import { formatBytes } from '../config/index.ts';
 import { RUNTIMES, clientConfig, type ClientConfigOptions, type Runtime } from './client-config.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { CONFIG_OPTION_RUNTIMES, UsageError, commandUsage, overviewUsage, parseCommandLine, type OptionValues } from './commands.ts';
 import { dirname, join } from 'node:path';
-
-const USAGE = `Usage: regmirror <command> [options]
-
-Commands:
-  serve                 run the mirror (default)
-  verify IMAGE          compare IMAGE's repo digest through the mirror with the upstream's;
-                        MATCH exits 0, MISMATCH 1, a side that cannot be resolved 3
-  verify --local IMAGE  re-hash the cached manifest(s) and blobs of IMAGE; corruption exits 1
-  inspect IMAGE         show IMAGE's repo digests and cache state (like crictl inspecti)
-  seed LIST             pull every image in LIST (a file, or - for stdin: one reference per line,
-                        # comments) through the cache; exits 1 when any image failed
-  export LIST -o FILE   write the cached images in LIST to an OCI-layout tar bundle
-                        (.tar, or .tar.gz / .tgz compressed), for carrying to an air-gapped site
-  import FILE           verify every digest of a bundle, then add its images to the cache
-  config RUNTIME        print (or --out DIR: write) the client configuration that points RUNTIME
-                        at this mirror: containerd, docker, registries-conf, gdc, openshift
-
-Options:
-  -c, --config FILE   mirror.toml (default: $REGMIRROR_CONFIG, else the embedded default:
-                      listen 127.0.0.1:5000, data in ./data, Docker Hub + gcr.io, ghcr.io, quay.io,
-                      registry.k8s.io mirrored anonymously)
-  -m, --mirror URL    where the mirror answers (verify, inspect; default: from server.listen)
-      --local         verify the cache on disk instead of comparing with the upstream
-      --json          machine-readable output
-      --platform P    seed: only these platforms of an index (os/arch[/variant]; repeat or
-                      separate with commas); default every platform
-      --concurrency N seed: images pulled at once (default 4)
-  -o, --output FILE   export: the bundle to write
-      --mirror-url URL  config: where clients reach the mirror (https://mirror.example:5000)
-      --ca FILE         config: the mirror's CA certificate path on the client machines
-      --out DIR         config: write the files under DIR instead of printing them
-      --no-fallback     config: containerd / openshift never fall back to the real registry
-      --digest-only     config: registries-conf mirror-by-digest-only
-      --default         config: containerd also gets certs.d/_default/hosts.toml
-      --namespace NAME  config: containerd / gdc use the endpoint URL/v2/NAME of that [[namespace]]
-      --credentials F   config: gdc pullCredentialConfigPath
-  -h, --help          this help
-  -v, --version       print the version
-
-IMAGE is a reference as the runtime writes it: gcr.io/foo/bar:1.0, nginx, quay.io/x/y@sha256:...
-`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -162,7 +115,6 @@ function readList(file: string): string[] {
   return list;
 }
 
-class UsageError extends Error {}
 
 interface CacheCommandOptions {
   json: boolean;
@@ -211,8 +163,11 @@ async function cacheCommand(command: string, config: Config, arg: string, opts: 
   }
 }
 
-function configCommand(config: Config, runtime: string, o: Partial<ClientConfigOptions> & { out?: string }): number {
+function configCommand(config: Config, runtime: string, values: OptionValues, o: Partial<ClientConfigOptions> & { out?: string }): number {
   if (!(RUNTIMES as readonly string[]).includes(runtime)) throw new UsageError(`unknown runtime "${runtime}": use one of ${RUNTIMES.join(', ')}`);
+  for (const [option, runtimes] of Object.entries(CONFIG_OPTION_RUNTIMES)) {
+    if (values[option] !== undefined && !runtimes.includes(runtime)) throw new UsageError(`--${option} does not apply to ${runtime}: it is for ${runtimes.join(', ')}`, 'config');
+  }
   if (o.mirrorUrl === undefined) throw new UsageError('config needs --mirror-url URL: where clients reach the mirror (e.g. https://mirror.example:5000)');
   let generated;
   try {
@@ -234,92 +189,72 @@ function configCommand(config: Config, runtime: string, o: Partial<ClientConfigO
   return 0;
 }
 
-const COMMANDS: Record<string, number> = { serve: 0, verify: 1, inspect: 1, seed: 1, export: 1, import: 1, config: 1 };
+const str = (v: OptionValues[string]): string | undefined => (typeof v === 'string' ? v : undefined);
 
 async function main(argv: string[]): Promise<number> {
-  let parsed;
+  let line;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string', short: 'c' },
-        mirror: { type: 'string', short: 'm' },
-        local: { type: 'boolean' },
-        json: { type: 'boolean' },
-        platform: { type: 'string', multiple: true },
-        concurrency: { type: 'string' },
-        output: { type: 'string', short: 'o' },
-        'mirror-url': { type: 'string' },
-        ca: { type: 'string' },
-        out: { type: 'string' },
-        'no-fallback': { type: 'boolean' },
-        'digest-only': { type: 'boolean' },
-        default: { type: 'boolean' },
-        namespace: { type: 'string' },
-        credentials: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'v' },
-      },
-    });
+    line = parseCommandLine(argv);
   } catch (e) {
-    process.stderr.write(`regmirror: ${(e as Error).message}\n\n${USAGE}`);
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`regmirror: ${e.message}\n${e.command === undefined ? `\n${overviewUsage()}` : `run 'regmirror help ${e.command}' for its usage\n`}`);
     return 2;
   }
-  const { values, positionals } = parsed;
-  if (values.help === true) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  if (values.version === true) {
+  if (line.kind === 'version') {
     process.stdout.write(`regmirror ${version()}\n`);
     return 0;
   }
-  const [command = 'serve', ...args] = positionals;
-  const wants = COMMANDS[command];
-  if (wants === undefined || args.length !== wants) {
-    const what = command === 'import' ? 'one bundle FILE' : command === 'seed' || command === 'export' ? 'one LIST file' : command === 'config' ? `one RUNTIME (${RUNTIMES.join(', ')})` : 'one IMAGE';
-    process.stderr.write(`regmirror: ${wants === undefined ? `unknown command "${command}"` : `${command} takes ${wants === 0 ? 'no arguments' : what}`}\n\n${USAGE}`);
-    return 2;
+  if (line.kind === 'overview') {
+    process.stdout.write(overviewUsage());
+    return 0;
   }
-  const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
-    process.stderr.write('regmirror: --concurrency must be a whole number from 1 to 64\n');
-    return 2;
+  if (line.kind === 'help') {
+    process.stdout.write(commandUsage(line.command));
+    return 0;
   }
-  const config = loadOrExplain(values.config);
-  if (config === undefined) return 2;
-  if (command === 'serve') return serveCommand(config);
+  const { command, args, values } = line;
+  const name = command.name;
   try {
-    if (command === 'config') {
-      return configCommand(config, args[0] ?? '', {
-        ...(values['mirror-url'] === undefined ? {} : { mirrorUrl: values['mirror-url'] }),
-        ...(values.ca === undefined ? {} : { ca: values.ca }),
-        ...(values.out === undefined ? {} : { out: values.out }),
-        ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
-        ...(values.credentials === undefined ? {} : { credentials: values.credentials }),
+    const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError('--concurrency must be a whole number from 1 to 64', name);
+    if (name === 'export' && values.output === undefined) throw new UsageError('export needs -o FILE (the bundle to write)', name);
+    const config = loadOrExplain(str(values.config));
+    if (config === undefined) return 2;
+    if (name === 'serve') return await serveCommand(config);
+    if (name === 'config') {
+      const mirrorUrl = str(values['mirror-url']);
+      const ca = str(values.ca);
+      const out = str(values.out);
+      const namespace = str(values.namespace);
+      const credentials = str(values.credentials);
+      return configCommand(config, args[0] ?? '', values, {
+        ...(mirrorUrl === undefined ? {} : { mirrorUrl }),
+        ...(ca === undefined ? {} : { ca }),
+        ...(out === undefined ? {} : { out }),
+        ...(namespace === undefined ? {} : { namespace }),
+        ...(credentials === undefined ? {} : { credentials }),
         noFallback: values['no-fallback'] === true,
         digestOnly: values['digest-only'] === true,
         defaultHost: values.default === true,
       });
     }
-    if (command === 'seed' || command === 'export' || command === 'import') {
-      const platforms = (values.platform ?? []).flatMap((p) => p.split(',')).map((p) => p.trim()).filter((p) => p !== '');
-      return await cacheCommand(command, config, args[0] ?? '', { json: values.json === true, platforms, concurrency, output: values.output });
+    if (name === 'seed' || name === 'export' || name === 'import') {
+      const platforms = (Array.isArray(values.platform) ? values.platform : []).flatMap((p) => p.split(',')).map((p) => p.trim()).filter((p) => p !== '');
+      return await cacheCommand(name, config, args[0] ?? '', { json: values.json === true, platforms, concurrency, output: str(values.output) });
+    }
+    const image = args[0] ?? '';
+    const mirror = (str(values.mirror) ?? defaultMirrorUrl(config)).replace(/\/+$/, '');
+    try {
+      if (name === 'verify') return await verifyCommand(config, image, { local: values.local === true, json: values.json === true, mirror });
+      return await inspectCommand(image, { json: values.json === true, mirror });
+    } catch (e) {
+      process.stderr.write(`regmirror: ${e instanceof RegistryError ? e.message : (e as Error).message}\n`);
+      return e instanceof RegistryError ? 2 : 3;
     }
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`regmirror: ${e.message}\n`);
+    process.stderr.write(`regmirror: ${e.message}\nrun 'regmirror help ${e.command ?? name}' for its usage\n`);
     return 2;
-  }
-  const image = args[0] ?? '';
-  const mirror = (values.mirror ?? defaultMirrorUrl(config)).replace(/\/+$/, '');
-  try {
-    if (command === 'verify') return await verifyCommand(config, image, { local: values.local === true, json: values.json === true, mirror });
-    return await inspectCommand(image, { json: values.json === true, mirror });
-  } catch (e) {
-    process.stderr.write(`regmirror: ${e instanceof RegistryError ? e.message : (e as Error).message}\n`);
-    return e instanceof RegistryError ? 2 : 3;
   }
 }
 

@@ -2,17 +2,6 @@
  * Progress for long commands (seed, export, import): a redrawn status line on a terminal, plain
  * log lines otherwise (CI logs, pipes). Writes to stderr so stdout stays the command's result.
  */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
-}
-
 export class Progress {
   private readonly tty: boolean;
   private status = '';

@@ -1,23 +1,28 @@
 /**
- * The pieces every command that touches the cache opens the same way: blob store, metadata,
- * provenance, upstream clients, the Mirror and its routing table. `serve`, `seed`, `export` and
- * `import` all start here, so they agree on where and how content is kept.
+ * The composition root: the one place that builds the implementations from the config — blob
+ * store, metadata (with its caching decorator), event stream, provenance counters, upstream
+ * clients, the Mirror and its routing table. `serve`, `seed`, `export`, `import`, `verify` all
+ * start here, so they agree on where and how content is kept; everything else sees interfaces.
  */
 import type { Config } from '../config/index.ts';
 import type { Logger } from '../log/index.ts';
-import { FsBlobStore, metaDbPath, ownerToken } from '../store/index.ts';
-import { SqliteMetaStore, SqliteProvenanceStore } from '../meta/index.ts';
+import { FsBlobStore, FsUploadStore, metaDbPath, ownerToken, type BlobStore } from '../store/index.ts';
+import { CachingMetaStore, SqliteMetaStore, type MetaStore } from '../meta/index.ts';
 import { UpstreamClient } from '../upstream/index.ts';
-import { Mirror } from '../mirror/index.ts';
+import { Mirror, ProvenanceRecorder } from '../mirror/index.ts';
+import { EventStream } from '../events/index.ts';
 import { buildRoutingTable, type RoutingTable } from '../routing/index.ts';
 
 export interface Runtime {
   config: Config;
-  store: FsBlobStore;
-  meta: SqliteMetaStore;
-  provenance: SqliteProvenanceStore;
+  store: BlobStore;
+  meta: MetaStore;
+  events: EventStream;
+  provenance: ProvenanceRecorder;
   mirror: Mirror;
   routing: RoutingTable;
+  /** Blob uploads in progress (push API); created on first use. */
+  uploads(): Promise<FsUploadStore>;
   /** Waits for running fills (bounded), flushes counters, closes upstream pools and the database. */
   close(): Promise<void>;
 }
@@ -27,38 +32,62 @@ export function routingOf(config: Config): RoutingTable {
 }
 
 /**
+ * The two stores of `config` for a command that only reads them (verify --local): nothing is
+ * created, no temp folder, no process note.
+ */
+export function openStores(config: Config): { store: BlobStore; meta: MetaStore; close(): Promise<void> } {
+  const store = new FsBlobStore(config.server.dataDir);
+  const meta = SqliteMetaStore.open(metaDbPath(config.server.dataDir));
+  return { store, meta, close: () => meta.close() };
+}
+
+/**
  * Opens the cache of `config` (creating it when new). The server (`owner`) removes temporary files
  * left by processes that have exited; each process writes into a temp folder of its own, so a seed
  * or import running beside the server keeps its files (store/owner.ts).
  */
 export async function openRuntime(config: Config, log: Logger, owner: boolean): Promise<Runtime> {
-  const store = new FsBlobStore(config.server.dataDir, config.cache.directIo);
-  const removed = await store.init(owner);
+  const fsStore = new FsBlobStore(config.server.dataDir, config.cache.directIo);
+  const removed = await fsStore.init(owner);
   if (removed > 0) log.info({ removed }, 'removed leftover temporary files');
-  if (store.directIoRefused !== undefined) {
-    log.info({ reason: store.directIoRefused }, 'the cache filesystem refused direct I/O; blobs are written through the page cache');
+  if (fsStore.directIoRefused !== undefined) {
+    log.info({ reason: fsStore.directIoRefused }, 'the cache filesystem refused direct I/O; blobs are written through the page cache');
   }
-  const meta = new SqliteMetaStore(metaDbPath(config.server.dataDir));
+  // SQLite's change counter is a read of shared memory: check it before every cached answer, so a
+  // command writing beside the server (import, seed) is seen by the very next request.
+  const meta = new CachingMetaStore(SqliteMetaStore.open(metaDbPath(config.server.dataDir)), { checkMs: 0 });
   const processToken = ownerToken();
-  meta.processOpened(processToken, Date.now());
-  const provenance = new SqliteProvenanceStore(meta.database);
-  const upstreams = new Map(config.registries.map((r) => [r.host, new UpstreamClient(r, log)]));
-  const mirror = new Mirror({ config, store, meta, upstreams, provenance, log });
+  await meta.processOpened(processToken, Date.now());
+  const events = new EventStream((type, e) => log.warn({ event: type, err: (e as Error).message }, 'an event subscriber failed'));
+  const provenance = new ProvenanceRecorder(meta, events, (e) => log.warn({ err: (e as Error).message }, 'could not record provenance counters'));
+  const upstreams = new Map(config.registries.map((r) => [r.host, new UpstreamClient(r, log, undefined, events)]));
+  const mirror = new Mirror({ config, store: fsStore, meta, upstreams, log, events });
+  let uploads: Promise<FsUploadStore> | undefined;
   let closing: Promise<void> | undefined;
   return {
     config,
-    store,
+    store: fsStore,
     meta,
+    events,
     provenance,
     mirror,
     routing: routingOf(config),
+    uploads: () => {
+      uploads ??= (async () => {
+        const u = new FsUploadStore(fsStore);
+        await u.init();
+        return u;
+      })();
+      return uploads;
+    },
     close: () => {
       closing ??= (async () => {
         await mirror.close();
+        await provenance.close();
         await Promise.all([...upstreams.values()].map((u) => u.close().catch(() => undefined)));
-        await store.removeOwnTemp().catch(() => undefined);
-        meta.processClosed(processToken);
-        meta.close();
+        await fsStore.close().catch(() => undefined);
+        await meta.processClosed(processToken);
+        await meta.close();
       })();
       return closing;
     },

@@ -8,7 +8,8 @@ import type { Readable } from 'node:stream';
 import { RegistryError, isIndexType, parseManifestJson, platformOf, referencedDigests } from '../oci/index.ts';
 import { routeImage, siblingRoute, type Route } from '../routing/index.ts';
 import type { Runtime } from './runtime.ts';
-import { Progress, forEachLimit, formatBytes } from './progress.ts';
+import { Progress, forEachLimit } from './progress.ts';
+import { formatBytes } from '../config/index.ts';
 
 export interface SeedOptions {
   /** "os/arch[/variant]" filters for index children; empty = every platform. */

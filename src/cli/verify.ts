@@ -5,16 +5,14 @@
  * it references (index children too) and names any corrupt one.
  * Exit: 0 match / intact, 1 mismatch / corruption, 3 one side could not be resolved.
  */
-import { createReadStream } from 'node:fs';
 import { request } from 'undici';
 import { formatListen, type Config } from '../config/index.ts';
 import { createLogger } from '../log/index.ts';
-import { MANIFEST_ACCEPT, digestOf, isIndexType, newHasher, parseDigest, parseManifestJson, referencedDigests } from '../oci/index.ts';
-import { routingOf } from './runtime.ts';
+import { MANIFEST_ACCEPT, digestOf } from '../oci/index.ts';
+import { openStores, routingOf } from './runtime.ts';
+import { verifyStored, type LocalCheck } from '../lifecycle/index.ts';
 import { parseImageRef, type ImageRef } from '../mirror/index.ts';
 import { UpstreamClient } from '../upstream/index.ts';
-import { FsBlobStore, blobPath, metaDbPath } from '../store/index.ts';
-import { SqliteMetaStore } from '../meta/index.ts';
 
 export interface Side {
   ok: boolean;
@@ -95,60 +93,16 @@ export async function verifyRemote(config: Config, image: string, mirrorUrl: str
   return { image, result: 'MISMATCH', mirror, upstream, note };
 }
 
-export interface LocalCheck {
-  digest: string;
-  kind: 'manifest' | 'blob';
-  state: 'ok' | 'corrupt' | 'missing';
-  detail?: string;
-}
-
-async function hashFile(path: string, algorithm: 'sha256' | 'sha512'): Promise<string> {
-  const h = newHasher(algorithm);
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
-  return `${algorithm}:${h.digest('hex')}`;
-}
-
 /** Re-hashes a cached image: its manifest (index children too) and every cached blob they reference. */
 export async function verifyLocal(config: Config, image: string): Promise<{ image: string; digest?: string; checks: LocalCheck[]; ok: boolean; detail?: string }> {
   const ref = parseImageRef(image, routingOf(config));
-  const meta = new SqliteMetaStore(metaDbPath(config.server.dataDir));
-  const store = new FsBlobStore(config.server.dataDir);
+  const { store, meta, close } = openStores(config);
   try {
     const repo = `${ref.registry}/${ref.repository}`;
-    const top = ref.digest ?? meta.getTag(repo, ref.tag ?? 'latest')?.digest;
+    const top = ref.digest ?? (await meta.getTag(repo, ref.tag ?? 'latest'))?.digest;
     if (top === undefined) return { image, checks: [], ok: false, detail: `${image} is not in the cache at ${config.server.dataDir}` };
-    const checks: LocalCheck[] = [];
-    const seen = new Set<string>();
-    const check = async (digest: string, kind: 'manifest' | 'blob'): Promise<Buffer | undefined> => {
-      if (seen.has(digest)) return undefined;
-      seen.add(digest);
-      const d = parseDigest(digest);
-      const path = blobPath(config.server.dataDir, d);
-      if ((await store.stat(d)) === undefined) {
-        checks.push({ digest, kind, state: 'missing', detail: 'not cached' });
-        return undefined;
-      }
-      const actual = await hashFile(path, d.algorithm);
-      if (actual !== digest) {
-        checks.push({ digest, kind, state: 'corrupt', detail: `${path} hashes to ${actual}` });
-        return undefined;
-      }
-      checks.push({ digest, kind, state: 'ok' });
-      return kind === 'manifest' ? store.read(d) : undefined;
-    };
-    const walk = async (digest: string): Promise<void> => {
-      const bytes = await check(digest, 'manifest');
-      if (bytes === undefined) return;
-      const refs = referencedDigests(bytes);
-      const mt = parseManifestJson(bytes)?.mediaType;
-      if ((typeof mt === 'string' && isIndexType(mt)) || refs.manifests.length > 0) {
-        for (const child of refs.manifests) if (meta.getManifest(child) !== undefined) await walk(child);
-      }
-      for (const b of refs.blobs) await check(b, 'blob');
-    };
-    await walk(top);
-    return { image, digest: top, checks, ok: checks[0]?.state === 'ok' && checks.every((c) => c.state !== 'corrupt') };
+    return { image, digest: top, ...(await verifyStored(store, meta, top)) };
   } finally {
-    meta.close();
+    await close();
   }
 }

@@ -27,3 +27,15 @@ export function parseSize(input: string): number | undefined {
   if (unit === undefined) return undefined;
   return Math.floor(Number(m[1]) * unit);
 }
+
+/** A byte count for people: `12 B`, `1.5 MiB`, `3.2 GiB`. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}

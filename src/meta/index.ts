@@ -1,2 +1,3 @@
+export * from './meta-store.ts';
 export * from './sqlite-meta-store.ts';
-export * from './provenance-store.ts';
+export * from './caching-meta-store.ts';

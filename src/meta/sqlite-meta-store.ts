@@ -1,10 +1,25 @@
 /**
- * SqliteMetaStore: metadata in one SQLite database (better-sqlite3, WAL) — DESIGN §5.
- * Pragmas at open, statements prepared once, schema version explicit. Hot-path reads are
- * single prepared-statement lookups; the mirror keeps an LRU in front of them.
+ * SqliteMetaStore: the MetaStore (meta-store.ts) on one SQLite database (better-sqlite3, WAL) —
+ * DESIGN §5. Pragmas at open, statements prepared once, schema version explicit.
+ *
+ * better-sqlite3 is synchronous; the async MetaStore contract is kept by a thin facade over the
+ * synchronous tables. A transaction(fn) whose fn awaits holds a gate: calls from outside the
+ * transaction wait for it to end, so they never land inside it on the shared connection.
+ * Other processes' commits are seen through `PRAGMA data_version` (generation()).
  */
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
+import type {
+  ChildManifest,
+  ManifestEntry,
+  ManifestRecord,
+  MetaStore,
+  MetaTotals,
+  ProvenanceFilter,
+  ProvenanceRecord,
+  ServeDelta,
+  TagRecord,
+} from './meta-store.ts';
 
 /** 1: blobs, manifests, tags, repo links. 2: provenance records, index children, counters. */
 export const SCHEMA_VERSION = 2;
@@ -65,83 +80,116 @@ CREATE TABLE IF NOT EXISTS manifest_children (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
-export interface TagRecord {
+interface Row {
+  repo: string;
   digest: string;
-  fetchedAt: number;
-  checkedAt: number;
-}
-
-export interface ManifestRecord {
-  mediaType: string;
+  registry: string;
+  repository: string;
+  media_type: string;
   size: number;
+  source: string;
+  source_url: string | null;
+  upstream_digest: string | null;
+  first_fetched: number;
+  last_checked: number | null;
+  last_served: number | null;
+  hits: number;
+  misses: number;
 }
 
-/** Metadata store on SQLite. All methods are synchronous (better-sqlite3) and fast. */
-export class SqliteMetaStore {
-  private readonly db: Db;
-  private readonly st: {
-    getTag: Statement<[string, string], { digest: string; fetched_at: number; checked_at: number }>;
-    putTag: Statement<[string, string, string, number, number]>;
-    touchTag: Statement<[number, string, string, string]>;
-    listTags: Statement<[string], { tag: string }>;
-    getManifest: Statement<[string], { media_type: string; size: number }>;
-    putManifest: Statement<[string, string, number, number]>;
-    getBlob: Statement<[string], { size: number }>;
-    putBlob: Statement<[string, number, number, number]>;
-    link: Statement<[string, string]>;
-    hasLink: Statement<[string, string], { one: number }>;
-    forgetBlob: Statement<[string]>;
-    forgetManifest: Statement<[string]>;
-    allBlobDigests: Statement<[], { digest: string }>;
-    allManifestDigests: Statement<[], { digest: string }>;
-    deleteTag: Statement<[string, string]>;
-    deleteTagsFor: Statement<[string, string]>;
-    tagsFor: Statement<[string, string], { tag: string }>;
-    unlink: Statement<[string, string]>;
+function toRecord(r: Row): ProvenanceRecord {
+  const rec: ProvenanceRecord = {
+    repo: r.repo,
+    digest: r.digest,
+    registry: r.registry,
+    repository: r.repository,
+    mediaType: r.media_type,
+    size: r.size,
+    source: r.source as ProvenanceRecord['source'],
+    firstFetched: r.first_fetched,
+    hits: r.hits,
+    misses: r.misses,
   };
+  if (r.source_url !== null) rec.sourceUrl = r.source_url;
+  if (r.upstream_digest !== null) rec.upstreamDigest = r.upstream_digest;
+  if (r.last_checked !== null) rec.lastChecked = r.last_checked;
+  if (r.last_served !== null) rec.lastServed = r.last_served;
+  return rec;
+}
 
-  /** Opens (creating if needed) the database at `path`. Throws when the schema is newer than this build. */
+
+/** How long blob read times wait in memory before they are written in one transaction. */
+const READ_FLUSH_MS = 30_000;
+
+/** The synchronous tables under the facade; every method is one or a few prepared statements. */
+class SqliteTables {
+  readonly db: Db;
+  private readonly st;
+  /** Blob reads not yet written (noteBlobRead), one record per digest, updated in place. */
+  readonly reads = new Map<string, { at: number; size: number }>();
+
   constructor(path: string) {
-    this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.pragma('temp_store = MEMORY');
-    this.db.exec(SCHEMA);
-    const row = this.db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema_version'").get();
+    const db = new Database(path);
+    this.db = db;
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 5000');
+    db.pragma('temp_store = MEMORY');
+    db.exec(SCHEMA);
+    const row = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema_version'").get();
     if (row === undefined) {
-      this.db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
+      db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
     } else if (Number(row.value) > SCHEMA_VERSION) {
+      db.close();
       throw new Error(`metadata schema version ${row.value} is newer than this regmirror understands (${SCHEMA_VERSION})`);
     } else if (Number(row.value) < SCHEMA_VERSION) {
       // Every schema step so far only adds tables (CREATE ... IF NOT EXISTS above).
-      this.db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
+      db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
     }
-    const db = this.db;
     this.st = {
-      getTag: db.prepare('SELECT digest, fetched_at, checked_at FROM tags WHERE repo = ? AND tag = ?'),
-      putTag: db.prepare(
+      getTag: db.prepare<[string, string], { digest: string; fetched_at: number; checked_at: number }>('SELECT digest, fetched_at, checked_at FROM tags WHERE repo = ? AND tag = ?'),
+      putTag: db.prepare<[string, string, string, number, number]>(
         `INSERT INTO tags (repo, tag, digest, fetched_at, checked_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, fetched_at = excluded.fetched_at, checked_at = excluded.checked_at`,
       ),
-      touchTag: db.prepare('UPDATE tags SET checked_at = ? WHERE repo = ? AND tag = ? AND digest = ?'),
-      listTags: db.prepare('SELECT tag FROM tags WHERE repo = ? ORDER BY tag'),
-      getManifest: db.prepare('SELECT media_type, size FROM manifests WHERE digest = ?'),
-      putManifest: db.prepare('INSERT OR IGNORE INTO manifests (digest, media_type, size, created_at) VALUES (?, ?, ?, ?)'),
-      getBlob: db.prepare('SELECT size FROM blobs WHERE digest = ?'),
-      putBlob: db.prepare(
+      touchTag: db.prepare<[number, string, string, string]>('UPDATE tags SET checked_at = ? WHERE repo = ? AND tag = ? AND digest = ?'),
+      listTags: db.prepare<[string], { tag: string }>('SELECT tag FROM tags WHERE repo = ? ORDER BY tag'),
+      getManifest: db.prepare<[string], { media_type: string; size: number }>('SELECT media_type, size FROM manifests WHERE digest = ?'),
+      putManifest: db.prepare<[string, string, number, number]>('INSERT OR IGNORE INTO manifests (digest, media_type, size, created_at) VALUES (?, ?, ?, ?)'),
+      getBlob: db.prepare<[string], { size: number }>('SELECT size FROM blobs WHERE digest = ?'),
+      putBlob: db.prepare<[string, number, number, number]>(
         'INSERT INTO blobs (digest, size, created_at, accessed_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET accessed_at = excluded.accessed_at',
       ),
-      link: db.prepare('INSERT OR IGNORE INTO repo_content (repo, digest) VALUES (?, ?)'),
-      hasLink: db.prepare('SELECT 1 AS one FROM repo_content WHERE repo = ? AND digest = ?'),
-      forgetBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
-      forgetManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
-      allBlobDigests: db.prepare('SELECT digest FROM blobs'),
-      allManifestDigests: db.prepare('SELECT digest FROM manifests'),
-      deleteTag: db.prepare('DELETE FROM tags WHERE repo = ? AND tag = ?'),
-      deleteTagsFor: db.prepare('DELETE FROM tags WHERE repo = ? AND digest = ?'),
-      tagsFor: db.prepare('SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag'),
-      unlink: db.prepare('DELETE FROM repo_content WHERE repo = ? AND digest = ?'),
+      link: db.prepare<[string, string]>('INSERT OR IGNORE INTO repo_content (repo, digest) VALUES (?, ?)'),
+      hasLink: db.prepare<[string, string], { one: number }>('SELECT 1 AS one FROM repo_content WHERE repo = ? AND digest = ?'),
+      forgetBlob: db.prepare<[string]>('DELETE FROM blobs WHERE digest = ?'),
+      forgetManifest: db.prepare<[string]>('DELETE FROM manifests WHERE digest = ?'),
+      allBlobDigests: db.prepare<[], { digest: string }>('SELECT digest FROM blobs'),
+      allManifestDigests: db.prepare<[], { digest: string }>('SELECT digest FROM manifests'),
+      deleteTag: db.prepare<[string, string]>('DELETE FROM tags WHERE repo = ? AND tag = ?'),
+      deleteTagsFor: db.prepare<[string, string]>('DELETE FROM tags WHERE repo = ? AND digest = ?'),
+      tagsFor: db.prepare<[string, string], { tag: string }>('SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag'),
+      unlink: db.prepare<[string, string]>('DELETE FROM repo_content WHERE repo = ? AND digest = ?'),
+      metaGet: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
+      metaPut: db.prepare<[string, string]>('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)'),
+      metaDelete: db.prepare<[string]>('DELETE FROM meta WHERE key = ?'),
+      processes: db.prepare<[], { key: string }>("SELECT key FROM meta WHERE key LIKE 'process:%'"),
+      dataVersion: db.prepare<[], { data_version: number }>('PRAGMA data_version'),
+      provRecord: db.prepare<[string, string, string, string, string, number, string, string | null, string | null, number, number]>(
+        `INSERT INTO provenance (repo, digest, registry, repository, media_type, size, source, source_url, upstream_digest, first_fetched, last_checked)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (repo, digest) DO UPDATE SET last_checked = excluded.last_checked,
+           upstream_digest = COALESCE(excluded.upstream_digest, provenance.upstream_digest)`,
+      ),
+      provChecked: db.prepare<[number, string, string]>('UPDATE provenance SET last_checked = ? WHERE repo = ? AND digest = ?'),
+      provServe: db.prepare<[number, number, number, string, string]>('UPDATE provenance SET hits = hits + ?, misses = misses + ?, last_served = MAX(COALESCE(last_served, 0), ?) WHERE repo = ? AND digest = ?'),
+      provGet: db.prepare<[string, string], Row>('SELECT * FROM provenance WHERE repo = ? AND digest = ?'),
+      child: db.prepare<[string, string, number, string | null, string | null]>('INSERT OR IGNORE INTO manifest_children (parent, child, position, media_type, platform) VALUES (?, ?, ?, ?, ?)'),
+      children: db.prepare<[string], { child: string; media_type: string | null; platform: string | null }>('SELECT child, media_type, platform FROM manifest_children WHERE parent = ? ORDER BY position'),
+      addCounter: db.prepare<[string, number]>('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
+      counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
+      totals: db.prepare<[], { manifests: number; hits: number | null; misses: number | null }>('SELECT COUNT(*) AS manifests, SUM(hits) AS hits, SUM(misses) AS misses FROM provenance'),
+      blobTotals: db.prepare<[], { blobs: number; bytes: number | null }>('SELECT COUNT(*) AS blobs, SUM(size) AS bytes FROM blobs'),
     };
   }
 
@@ -150,18 +198,27 @@ export class SqliteMetaStore {
     return r === undefined ? undefined : { digest: r.digest, fetchedAt: r.fetched_at, checkedAt: r.checked_at };
   }
 
-  /** Records tag → digest, fetched and checked now. */
   putTag(repo: string, tag: string, digest: string, now: number): void {
     this.st.putTag.run(repo, tag, digest, now, now);
   }
 
-  /** Refreshes a tag's check time when it still points at `digest`. */
   touchTag(repo: string, tag: string, digest: string, now: number): void {
-    this.st.touchTag.run(now, repo, tag, digest);
+    this.db.transaction(() => {
+      this.st.touchTag.run(now, repo, tag, digest);
+      this.st.provChecked.run(now, repo, digest);
+    })();
   }
 
   listTags(repo: string): string[] {
     return this.st.listTags.all(repo).map((r) => r.tag);
+  }
+
+  tagsFor(repo: string, digest: string): string[] {
+    return this.st.tagsFor.all(repo, digest).map((r) => r.tag);
+  }
+
+  deleteTag(repo: string, tag: string): boolean {
+    return this.st.deleteTag.run(repo, tag).changes > 0;
   }
 
   getManifest(digest: string): ManifestRecord | undefined {
@@ -169,20 +226,38 @@ export class SqliteMetaStore {
     return r === undefined ? undefined : { mediaType: r.media_type, size: r.size };
   }
 
-  /** Records a stored manifest and links it and everything it references to `repo`, in one transaction. */
-  putManifest(repo: string, digest: string, mediaType: string, size: number, referenced: readonly string[], now: number): void {
+  putManifest(m: ManifestEntry, now: number): void {
+    const p = m.provenance;
     this.db.transaction(() => {
-      this.st.putManifest.run(digest, mediaType, size, now);
-      this.st.link.run(repo, digest);
-      for (const d of referenced) this.st.link.run(repo, d);
+      this.st.putManifest.run(m.digest, p.mediaType, m.size, now);
+      this.st.link.run(m.repo, m.digest);
+      for (const d of m.references) this.st.link.run(m.repo, d);
+      this.st.provRecord.run(m.repo, m.digest, p.registry, p.repository, p.mediaType, p.size, p.source, p.sourceUrl ?? null, p.upstreamDigest ?? null, now, now);
+      m.children.forEach((c, i) => this.st.child.run(m.digest, c.digest, i, c.mediaType ?? null, c.platform ?? null));
     })();
+  }
+
+  forgetManifest(digest: string): void {
+    this.st.forgetManifest.run(digest);
+  }
+
+  manifestDigests(): string[] {
+    return this.st.allManifestDigests.all().map((r) => r.digest);
+  }
+
+  children(digest: string): ChildManifest[] {
+    return this.st.children.all(digest).map((c) => {
+      const out: ChildManifest = { digest: c.child };
+      if (c.media_type !== null) out.mediaType = c.media_type;
+      if (c.platform !== null) out.platform = c.platform;
+      return out;
+    });
   }
 
   getBlobSize(digest: string): number | undefined {
     return this.st.getBlob.get(digest)?.size;
   }
 
-  /** Records a committed blob and links it to `repo`. */
   putBlob(repo: string, digest: string, size: number, now: number): void {
     this.db.transaction(() => {
       this.st.putBlob.run(digest, size, now, now);
@@ -190,19 +265,16 @@ export class SqliteMetaStore {
     })();
   }
 
-  /**
-   * Writes a batch of access times of blobs read from their files (flushed off the hot path). A
-   * blob whose row is missing gets it back here (a process killed between the file's rename and
-   * its row: issue 14, defect 5), since its file was verified before it was put in place.
-   */
-  touchBlobs(accessed: ReadonlyMap<string, { at: number; size: number }>): void {
-    if (accessed.size === 0) return;
+  /** Writes the buffered blob reads in one transaction (upserts: a missing row comes back). */
+  flushReads(): void {
+    if (this.reads.size === 0) return;
+    const batch = [...this.reads];
+    this.reads.clear();
     this.db.transaction(() => {
-      for (const [digest, a] of accessed) this.st.putBlob.run(digest, a.size, a.at, a.at);
+      for (const [digest, a] of batch) this.st.putBlob.run(digest, a.size, a.at, a.at);
     })();
   }
 
-  /** Records blobs found on disk without a row (start-up reconciliation), in one transaction. */
   adoptBlobs(found: ReadonlyArray<{ digest: string; size: number }>, now: number): void {
     if (found.length === 0) return;
     this.db.transaction(() => {
@@ -210,35 +282,17 @@ export class SqliteMetaStore {
     })();
   }
 
-  /**
-   * Notes that the process with owner token `owner` (store/owner.ts) has the cache open; a clean
-   * close removes the note (processClosed). A note whose process is gone means that process died
-   * with work in flight: start-up reconciliation then scans the blob files (serve.ts).
-   */
-  processOpened(owner: string, now: number): void {
-    this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)').run(`process:${owner}`, String(now));
+  forgetBlobs(digests: readonly string[]): void {
+    if (digests.length === 0) return;
+    this.db.transaction(() => {
+      for (const d of digests) this.st.forgetBlob.run(d);
+    })();
   }
 
-  processClosed(owner: string): void {
-    this.db.prepare('DELETE FROM meta WHERE key = ?').run(`process:${owner}`);
+  blobDigests(): string[] {
+    return this.st.allBlobDigests.all().map((r) => r.digest);
   }
 
-  /** Owner tokens of the processes that opened the cache and did not close it (alive, or killed). */
-  openProcesses(): string[] {
-    return this.db.prepare<[], { key: string }>("SELECT key FROM meta WHERE key LIKE 'process:%'").all().map((r) => r.key.slice('process:'.length));
-  }
-
-  /** Whether the blob files were ever reconciled with the rows (a cache from before that never was). */
-  get filesReconciled(): boolean {
-    return this.db.prepare("SELECT 1 FROM meta WHERE key = 'files_reconciled'").get() !== undefined;
-  }
-
-  set filesReconciled(done: boolean) {
-    if (done) this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('files_reconciled', '1')").run();
-    else this.db.prepare("DELETE FROM meta WHERE key = 'files_reconciled'").run();
-  }
-
-  /** True when `digest` has a blob or a manifest row. */
   knows(digest: string): boolean {
     return this.st.getBlob.get(digest) !== undefined || this.st.getManifest.get(digest) !== undefined;
   }
@@ -247,26 +301,10 @@ export class SqliteMetaStore {
     this.st.link.run(repo, digest);
   }
 
-  /** True when `repo` is known to contain `digest` (fetched through it, or referenced by its manifests). */
   hasLink(repo: string, digest: string): boolean {
     return this.st.hasLink.get(repo, digest) !== undefined;
   }
 
-  /** The tags of `repo` that point at `digest`. */
-  tagsFor(repo: string, digest: string): string[] {
-    return this.st.tagsFor.all(repo, digest).map((r) => r.tag);
-  }
-
-  /** Deletes a tag; true when it existed. */
-  deleteTag(repo: string, tag: string): boolean {
-    return this.st.deleteTag.run(repo, tag).changes > 0;
-  }
-
-  /**
-   * Removes `digest` from `repo` (a manifest or blob DELETE): the link and, for a manifest, every
-   * tag of the repository pointing at it. Returns the tags removed. The content stays on disk for
-   * other repositories (garbage collection is separate).
-   */
   unlink(repo: string, digest: string): string[] {
     return this.db.transaction(() => {
       const tags = this.tagsFor(repo, digest);
@@ -276,34 +314,308 @@ export class SqliteMetaStore {
     })();
   }
 
-  /** Forgets many blob rows in one transaction. */
-  forgetBlobs(digests: readonly string[]): void {
-    if (digests.length === 0) return;
+  getProvenance(repo: string, digest: string): ProvenanceRecord | undefined {
+    const r = this.st.provGet.get(repo, digest);
+    return r === undefined ? undefined : toRecord(r);
+  }
+
+  listProvenance(f: ProvenanceFilter): ProvenanceRecord[] {
+    const where: string[] = [];
+    const args: Array<string | number> = [];
+    if (f.registry !== undefined) {
+      where.push('registry = ?');
+      args.push(f.registry);
+    }
+    if (f.repository !== undefined) {
+      where.push('repository = ?');
+      args.push(f.repository);
+    }
+    if (f.since !== undefined) {
+      where.push('first_fetched >= ?');
+      args.push(f.since);
+    }
+    const sql = `SELECT * FROM provenance ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`} ORDER BY first_fetched DESC, repo, digest LIMIT ? OFFSET ?`;
+    return this.db.prepare<Array<string | number>, Row>(sql).all(...args, f.limit, f.offset).map(toRecord);
+  }
+
+  addCounts(serves: ReadonlyMap<string, ServeDelta>, counters: ReadonlyMap<string, number>): void {
+    if (serves.size === 0 && counters.size === 0) return;
     this.db.transaction(() => {
-      for (const d of digests) this.st.forgetBlob.run(d);
+      for (const [key, d] of serves) {
+        const nl = key.indexOf('\n');
+        this.st.provServe.run(d.hits, d.misses, d.lastServed, key.slice(0, nl), key.slice(nl + 1));
+      }
+      for (const [name, v] of counters) if (v !== 0) this.st.addCounter.run(name, v);
     })();
   }
 
-  forgetManifest(digest: string): void {
-    this.st.forgetManifest.run(digest);
+  counters(): Record<string, number> {
+    return Object.fromEntries(this.st.counters.all().map((r) => [r.name, r.value]));
   }
 
-  /** All blob digests (for the start-up sweep of rows whose files are gone). */
-  *blobDigests(): IterableIterator<string> {
-    for (const r of this.st.allBlobDigests.iterate()) yield r.digest;
+  totals(): MetaTotals {
+    const t = this.st.totals.get();
+    const b = this.st.blobTotals.get();
+    return { manifests: t?.manifests ?? 0, hits: t?.hits ?? 0, misses: t?.misses ?? 0, blobs: b?.blobs ?? 0, blobBytes: b?.bytes ?? 0 };
   }
 
-  /** All manifest digests (start-up reconciliation). */
-  *manifestDigests(): IterableIterator<string> {
-    for (const r of this.st.allManifestDigests.iterate()) yield r.digest;
+  metaGet(key: string): string | undefined {
+    return this.st.metaGet.get(key)?.value;
   }
 
-  /** The open database, for stores that share it (provenance). */
-  get database(): Db {
-    return this.db;
+  metaPut(key: string, value: string): void {
+    this.st.metaPut.run(key, value);
   }
 
-  close(): void {
-    this.db.close();
+  metaDelete(key: string): void {
+    this.st.metaDelete.run(key);
+  }
+
+  openProcesses(): string[] {
+    return this.st.processes.all().map((r) => r.key.slice('process:'.length));
+  }
+
+  dataVersion(): number {
+    return this.st.dataVersion.get()?.data_version ?? 0;
+  }
+}
+
+/** Metadata on SQLite behind the async MetaStore contract. */
+export class SqliteMetaStore implements MetaStore {
+  /**
+   * Opens (creating if needed) the database at `path`. Throws when the schema is newer than this
+   * build. Blob read times are flushed every READ_FLUSH_MS and on close().
+   */
+  static open(path: string): SqliteMetaStore {
+    return new SqliteMetaStore(new SqliteTables(path), undefined);
+  }
+
+  private readonly timer: NodeJS.Timeout | undefined;
+
+  private constructor(
+    private readonly t: SqliteTables,
+    /** Set on the store handed to a transaction's fn: its calls run inside the transaction. */
+    private readonly txOf: SqliteMetaStore | undefined,
+  ) {
+    if (txOf === undefined) {
+      this.timer = setInterval(() => this.flushReadsQuietly(), READ_FLUSH_MS);
+      this.timer.unref();
+    }
+  }
+
+  /** Settles when the transaction in progress (if any) ended; held by transaction(). */
+  private gate: Promise<void> | undefined;
+
+  /** Undefined when a call may run now; else wait for the open transaction. */
+  private wait(): Promise<void> | undefined {
+    return this.txOf === undefined ? this.gate : undefined;
+  }
+
+  private flushReadsQuietly(): void {
+    if (this.gate !== undefined) return; // next round
+    try {
+      this.t.flushReads();
+    } catch {
+      // A busy or failing database: the read times are lost, never the content (they are advisory).
+    }
+  }
+
+  async getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
+    const w = this.wait();
+    if (w !== undefined) await w;
+    return this.t.getTag(repo, tag);
+  }
+
+  async putTag(repo: string, tag: string, digest: string, now: number): Promise<void> {
+    await this.wait();
+    this.t.putTag(repo, tag, digest, now);
+  }
+
+  async touchTag(repo: string, tag: string, digest: string, now: number): Promise<void> {
+    await this.wait();
+    this.t.touchTag(repo, tag, digest, now);
+  }
+
+  async listTags(repo: string): Promise<string[]> {
+    await this.wait();
+    return this.t.listTags(repo);
+  }
+
+  async tagsFor(repo: string, digest: string): Promise<string[]> {
+    await this.wait();
+    return this.t.tagsFor(repo, digest);
+  }
+
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
+    await this.wait();
+    return this.t.deleteTag(repo, tag);
+  }
+
+  async getManifest(digest: string): Promise<ManifestRecord | undefined> {
+    const w = this.wait();
+    if (w !== undefined) await w;
+    return this.t.getManifest(digest);
+  }
+
+  async putManifest(m: ManifestEntry, now: number): Promise<void> {
+    await this.wait();
+    this.t.putManifest(m, now);
+  }
+
+  async forgetManifest(digest: string): Promise<void> {
+    await this.wait();
+    this.t.forgetManifest(digest);
+  }
+
+  async *manifestDigests(): AsyncIterable<string> {
+    await this.wait();
+    yield* this.t.manifestDigests();
+  }
+
+  async children(digest: string): Promise<ChildManifest[]> {
+    await this.wait();
+    return this.t.children(digest);
+  }
+
+  async getBlobSize(digest: string): Promise<number | undefined> {
+    await this.wait();
+    return this.t.getBlobSize(digest);
+  }
+
+  async putBlob(repo: string, digest: string, size: number, now: number): Promise<void> {
+    await this.wait();
+    this.t.putBlob(repo, digest, size, now);
+  }
+
+  noteBlobRead(digest: string, size: number, now: number): void {
+    // One record per digest until the next flush, updated in place: a hit allocates nothing that
+    // lives (a fresh object per hit would wait up to 30 s and be promoted to the old generation).
+    const seen = this.t.reads.get(digest);
+    if (seen === undefined) this.t.reads.set(digest, { at: now, size });
+    else seen.at = now;
+  }
+
+  async adoptBlobs(found: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<void> {
+    await this.wait();
+    this.t.adoptBlobs(found, now);
+  }
+
+  async forgetBlobs(digests: readonly string[]): Promise<void> {
+    await this.wait();
+    this.t.forgetBlobs(digests);
+  }
+
+  async *blobDigests(): AsyncIterable<string> {
+    await this.wait();
+    yield* this.t.blobDigests();
+  }
+
+  async knows(digest: string): Promise<boolean> {
+    await this.wait();
+    return this.t.knows(digest);
+  }
+
+  async link(repo: string, digest: string): Promise<void> {
+    await this.wait();
+    this.t.link(repo, digest);
+  }
+
+  async hasLink(repo: string, digest: string): Promise<boolean> {
+    const w = this.wait();
+    if (w !== undefined) await w;
+    return this.t.hasLink(repo, digest);
+  }
+
+  async unlink(repo: string, digest: string): Promise<string[]> {
+    await this.wait();
+    return this.t.unlink(repo, digest);
+  }
+
+  async getProvenance(repo: string, digest: string): Promise<ProvenanceRecord | undefined> {
+    await this.wait();
+    return this.t.getProvenance(repo, digest);
+  }
+
+  async listProvenance(f: ProvenanceFilter): Promise<ProvenanceRecord[]> {
+    await this.wait();
+    return this.t.listProvenance(f);
+  }
+
+  async addCounts(serves: ReadonlyMap<string, ServeDelta>, counters: ReadonlyMap<string, number>): Promise<void> {
+    await this.wait();
+    this.t.addCounts(serves, counters);
+  }
+
+  async counters(): Promise<Record<string, number>> {
+    await this.wait();
+    return this.t.counters();
+  }
+
+  async totals(): Promise<MetaTotals> {
+    await this.wait();
+    return this.t.totals();
+  }
+
+  async processOpened(owner: string, now: number): Promise<void> {
+    await this.wait();
+    this.t.metaPut(`process:${owner}`, String(now));
+  }
+
+  async processClosed(owner: string): Promise<void> {
+    await this.wait();
+    this.t.metaDelete(`process:${owner}`);
+  }
+
+  async openProcesses(): Promise<string[]> {
+    await this.wait();
+    return this.t.openProcesses();
+  }
+
+  async filesReconciled(): Promise<boolean> {
+    await this.wait();
+    return this.t.metaGet('files_reconciled') !== undefined;
+  }
+
+  async setFilesReconciled(done: boolean): Promise<void> {
+    await this.wait();
+    if (done) this.t.metaPut('files_reconciled', '1');
+    else this.t.metaDelete('files_reconciled');
+  }
+
+  /** SQLite's data_version: changes when another connection committed (this one's writes do not). */
+  async generation(): Promise<string> {
+    return String(this.t.dataVersion());
+  }
+
+  async transaction<T>(fn: (tx: MetaStore) => Promise<T>): Promise<T> {
+    if (this.txOf !== undefined) return fn(this); // nested: part of the open transaction
+    while (this.gate !== undefined) await this.gate;
+    let open: () => void = () => undefined;
+    this.gate = new Promise<void>((r) => {
+      open = r;
+    });
+    const tx = new SqliteMetaStore(this.t, this);
+    try {
+      this.t.db.exec('BEGIN IMMEDIATE');
+      try {
+        const result = await fn(tx);
+        this.t.db.exec('COMMIT');
+        return result;
+      } catch (e) {
+        if (this.t.db.inTransaction) this.t.db.exec('ROLLBACK');
+        throw e;
+      }
+    } finally {
+      this.gate = undefined;
+      open();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.txOf !== undefined) return;
+    clearInterval(this.timer);
+    while (this.gate !== undefined) await this.gate;
+    this.flushReadsQuietly();
+    this.t.db.close();
   }
 }

@@ -1,8 +1,8 @@
 /**
  * BlobFill: one upstream blob download being written to the cache, followed by any number of
  * readers. The writer keeps the newest few MiB in its staging blocks: a reader keeping up with
- * the download copies from there, and one that falls behind tails the temp file with positional
- * reads on the writer's own file handle. The download is paced to its fastest reader (at most
+ * the download copies from there, and one that falls behind reads older bytes back through the
+ * writer (BlobWriter.readAt). The download is paced to its fastest reader (at most
  * PACE_AHEAD ahead), so that reader stays inside the memory window; a reader that stalls ends the
  * pacing, so a slow client never holds the fill back for long, and a disconnect never stops it.
  *
@@ -50,7 +50,7 @@ export class BlobFill extends EventEmitter {
   ) {
     super();
     this.setMaxListeners(0);
-    writer.onFileGrow = () => this.emit('change');
+    writer.onProgress = () => this.emit('change');
   }
 
   get written(): number {
@@ -127,14 +127,8 @@ export class BlobFill extends EventEmitter {
    * Returns 0 when they are in neither yet (wait for the next change). `len` > 0, and `pos + len`
    * within what the writer accepted.
    */
-  private async readAt(pos: number, buf: Buffer, len: number): Promise<number> {
-    const n = this.writer.copyRecent(pos, buf, 0, len);
-    if (n > 0) return n;
-    const inFile = this.writer.bytesInFile;
-    if (pos >= inFile) return 0;
-    const { bytesRead } = await this.writer.handle.read(buf, 0, Math.min(len, inFile - pos), pos);
-    if (bytesRead === 0) throw new Error(`blob file ended at byte ${pos}`);
-    return bytesRead;
+  private readAt(pos: number, buf: Buffer, len: number): Promise<number> {
+    return this.writer.readAt(pos, buf, 0, len);
   }
 
   /** Called by the filler once size and digest are checked: readers may now send their last byte. */
@@ -147,7 +141,6 @@ export class BlobFill extends EventEmitter {
   commit(): void {
     this.state = 'committed';
     this.stopPacing();
-    void this.writer.releaseMemory();
     this.emit('change');
     this.release();
   }
@@ -178,16 +171,16 @@ export class BlobFill extends EventEmitter {
     });
   }
 
-  /** Takes a reference on the shared file handle; only valid while the fill is filling. */
+  /** Takes a reference on the writer (readers follow it); only valid while the fill is filling. */
   acquire(): void {
     if (this.refs === 0) throw new Error('BlobFill handle already closed');
     this.refs++;
   }
 
-  /** Drops a reference; the handle closes when the last one goes. */
+  /** Drops a reference; the writer closes when the last one goes. */
   release(): void {
     this.refs--;
-    if (this.refs === 0) void this.writer.handle.close().catch(() => undefined);
+    if (this.refs === 0) void this.writer.close();
   }
 
   /**

@@ -14,63 +14,79 @@ import type { BlobResult } from './types.ts';
  * Relays `body` (the upstream's answer for `d`, `size` bytes when known) to one client; `onBytes`
  * is told once how many bytes came from the upstream, whatever part of them the client asked for.
  */
-export function relayBlob(d: Digest, size: number | undefined, body: Readable, onBytes: (n: number) => void): BlobResult {
-  let used = false;
-  const take = (): void => {
-    if (used) throw new Error('a relayed blob is sent once');
-    used = true;
-  };
-  const notStored = (): Promise<never> => Promise.reject(new BlobVerifyError(`blob ${d.value} was relayed without caching: the cache disk is full`));
-  return {
-    digest: d.value,
-    size,
-    cache: 'miss',
-    open: async () => {
-      take();
-      body.destroy();
-      return notStored();
-    },
-    sendTo: async (dest: Writable, ready: () => void, start = 0, end?: number): Promise<void> => {
-      take();
-      const sink = new ChunkSink(dest);
-      const content = new ContentCheck(d, size);
-      let held: Buffer | undefined;
-      let started = false;
-      const send = async (chunk: Buffer): Promise<void> => {
-        if (!started) {
-          started = true;
-          ready();
-        }
-        await sink.write(chunk);
-      };
-      try {
-        for await (const raw of body) {
-          const chunk = raw as Buffer;
-          const pos = content.bytes;
-          content.add(chunk);
-          const from = Math.max(start - pos, 0);
-          const to = Math.min(chunk.byteLength, (end ?? Number.MAX_SAFE_INTEGER) - pos);
-          if (to > from) {
-            if (held !== undefined) await send(held);
-            held = chunk.subarray(from, to);
-          }
-        }
-        content.check();
-        if (held !== undefined) await send(held);
-        if (!started) ready();
-        await sink.end();
-      } finally {
-        onBytes(content.bytes);
-        body.destroy();
-        sink.dispose();
+export class RelayBlob implements BlobResult {
+  readonly cache = 'miss';
+  private used = false;
+
+  constructor(
+    private readonly d: Digest,
+    readonly size: number | undefined,
+    private readonly body: Readable,
+    private readonly onBytes: (n: number) => void,
+  ) {}
+
+  get digest(): string {
+    return this.d.value;
+  }
+
+  private take(): void {
+    if (this.used) throw new Error('a relayed blob is sent once');
+    this.used = true;
+  }
+
+  private notStored(): Promise<never> {
+    return Promise.reject(new BlobVerifyError(`blob ${this.d.value} was relayed without caching: the cache disk is full`));
+  }
+
+  async open(): Promise<Readable> {
+    this.take();
+    this.body.destroy();
+    return this.notStored();
+  }
+
+  async sendTo(dest: Writable, ready: () => void, start = 0, end?: number): Promise<void> {
+    this.take();
+    const sink = new ChunkSink(dest);
+    const content = new ContentCheck(this.d, this.size);
+    let held: Buffer | undefined;
+    let started = false;
+    const send = async (chunk: Buffer): Promise<void> => {
+      if (!started) {
+        started = true;
+        ready();
       }
-    },
-    stored: notStored,
-    discard: () => {
-      if (!used) {
-        used = true;
-        body.destroy();
+      await sink.write(chunk);
+    };
+    try {
+      for await (const raw of this.body) {
+        const chunk = raw as Buffer;
+        const pos = content.bytes;
+        content.add(chunk);
+        const from = Math.max(start - pos, 0);
+        const to = Math.min(chunk.byteLength, (end ?? Number.MAX_SAFE_INTEGER) - pos);
+        if (to > from) {
+          if (held !== undefined) await send(held);
+          held = chunk.subarray(from, to);
+        }
       }
-    },
-  };
+      content.check();
+      if (held !== undefined) await send(held);
+      if (!started) ready();
+      await sink.end();
+    } finally {
+      this.onBytes(content.bytes);
+      this.body.destroy();
+      sink.dispose();
+    }
+  }
+
+  stored(): Promise<void> {
+    return this.notStored();
+  }
+
+  discard(): void {
+    if (this.used) return;
+    this.used = true;
+    this.body.destroy();
+  }
 }

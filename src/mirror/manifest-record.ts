@@ -4,7 +4,7 @@
  * (upstream fetch, push, import), so they cannot drift apart.
  */
 import { parseManifestJson, platformOf, referencedDigests } from '../oci/index.ts';
-import type { ChildManifest, ProvenanceSource, SqliteMetaStore, SqliteProvenanceStore } from '../meta/index.ts';
+import type { ChildManifest, ManifestEntry, ProvenanceSource } from '../meta/index.ts';
 
 export function indexChildren(body: Uint8Array): ChildManifest[] {
   const children: ChildManifest[] = [];
@@ -19,19 +19,11 @@ export function indexChildren(body: Uint8Array): ChildManifest[] {
   return children;
 }
 
-/** Records manifest `digest` (already stored as a blob file) in `repo`, with its provenance. */
-export function recordManifest(
-  meta: SqliteMetaStore,
-  provenance: SqliteProvenanceStore,
-  repo: string,
-  digest: string,
-  body: Uint8Array,
-  src: ProvenanceSource,
-  now: number,
-): void {
+/**
+ * The MetaStore entry for manifest `digest` (already stored as a blob) in `repo`: everything it
+ * references, its index children, its provenance.
+ */
+export function manifestEntry(repo: string, digest: string, body: Uint8Array, src: ProvenanceSource): ManifestEntry {
   const refs = referencedDigests(body);
-  meta.database.transaction(() => {
-    meta.putManifest(repo, digest, src.mediaType, body.byteLength, [...refs.blobs, ...refs.manifests], now);
-    provenance.record(repo, digest, src, now, indexChildren(body));
-  })();
+  return { repo, digest, size: body.byteLength, references: [...refs.blobs, ...refs.manifests], children: indexChildren(body), provenance: src };
 }

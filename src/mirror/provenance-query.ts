@@ -5,9 +5,8 @@
 import { RegistryError } from '../oci/index.ts';
 import { DOCKER_HUB } from '../config/docker-hub.ts';
 import { routeImage, type RoutingTable } from '../routing/index.ts';
-import type { ProvenanceRecord, SqliteMetaStore, ProvenanceFilter } from '../meta/index.ts';
-import type { ProvenanceRecorder } from './provenance-recorder.ts';
-import { COUNTERS } from './mirror.ts';
+import type { MetaStore, ProvenanceRecord, ProvenanceFilter } from '../meta/index.ts';
+import { COUNTERS, type ProvenanceRecorder } from './provenance-recorder.ts';
 
 export interface ImageRef {
   registry: string;
@@ -55,7 +54,7 @@ export interface ImageProvenance {
 
 export class ProvenanceQuery {
   constructor(
-    private readonly meta: SqliteMetaStore,
+    private readonly meta: MetaStore,
     private readonly recorder: ProvenanceRecorder,
     private readonly table: RoutingTable,
   ) {}
@@ -71,7 +70,8 @@ export class ProvenanceQuery {
     return out;
   }
 
-  private render(rec: ProvenanceRecord, image: string, tag: string | undefined, mirrorHost: string): ImageProvenance {
+  private async render(rec: ProvenanceRecord, image: string, tag: string | undefined, mirrorHost: string): Promise<ImageProvenance> {
+    const [tags, children] = await Promise.all([this.meta.tagsFor(rec.repo, rec.digest), this.meta.children(rec.digest)]);
     return {
       image,
       registry: rec.registry,
@@ -81,7 +81,7 @@ export class ProvenanceQuery {
       mediaType: rec.mediaType,
       size: rec.size,
       repoDigests: this.repoDigests(rec.registry, rec.repository, rec.digest, mirrorHost),
-      tags: this.meta.tagsFor(rec.repo, rec.digest),
+      tags,
       source: { type: rec.source, url: rec.sourceUrl ?? null },
       upstreamDigest: rec.upstreamDigest ?? null,
       firstFetched: iso(rec.firstFetched),
@@ -89,30 +89,30 @@ export class ProvenanceQuery {
       lastServed: iso(rec.lastServed),
       hits: rec.hits,
       misses: rec.misses,
-      children: this.recorder.store.children(rec.digest).map((c) => ({ digest: c.digest, mediaType: c.mediaType ?? null, platform: c.platform ?? null })),
+      children: children.map((c) => ({ digest: c.digest, mediaType: c.mediaType ?? null, platform: c.platform ?? null })),
     };
   }
 
   /** The provenance of one image as cached. Throws RegistryError MANIFEST_UNKNOWN when the mirror has not stored it. */
-  describe(image: string, mirrorHost: string): ImageProvenance {
-    this.recorder.flush();
+  async describe(image: string, mirrorHost: string): Promise<ImageProvenance> {
+    await this.recorder.flush();
     const ref = parseImageRef(image, this.table);
     const repo = `${ref.registry}/${ref.repository}`;
-    const digest = ref.digest ?? (ref.tag === undefined ? undefined : this.meta.getTag(repo, ref.tag)?.digest);
-    const rec = digest === undefined ? undefined : this.recorder.store.get(repo, digest);
+    const digest = ref.digest ?? (ref.tag === undefined ? undefined : (await this.meta.getTag(repo, ref.tag))?.digest);
+    const rec = digest === undefined ? undefined : await this.meta.getProvenance(repo, digest);
     if (rec === undefined) throw new RegistryError('MANIFEST_UNKNOWN', `${image} has not been pulled through this mirror`);
     return this.render(rec, image, ref.tag, mirrorHost);
   }
 
-  list(filter: ProvenanceFilter, mirrorHost: string): ImageProvenance[] {
-    this.recorder.flush();
-    return this.recorder.store.list(filter).map((rec) => this.render(rec, `${rec.registry}/${rec.repository}@${rec.digest}`, undefined, mirrorHost));
+  async list(filter: ProvenanceFilter, mirrorHost: string): Promise<ImageProvenance[]> {
+    await this.recorder.flush();
+    const records = await this.meta.listProvenance(filter);
+    return Promise.all(records.map((rec) => this.render(rec, `${rec.registry}/${rec.repository}@${rec.digest}`, undefined, mirrorHost)));
   }
 
-  summary(): Record<string, number> {
-    this.recorder.flush();
-    const t = this.recorder.store.totals();
-    const c = this.recorder.store.counters();
+  async summary(): Promise<Record<string, number>> {
+    await this.recorder.flush();
+    const [t, c] = await Promise.all([this.meta.totals(), this.meta.counters()]);
     const blobHits = c[COUNTERS.blobHits] ?? 0;
     const blobMisses = c[COUNTERS.blobMisses] ?? 0;
     const requests = t.hits + t.misses + blobHits + blobMisses;

@@ -15,20 +15,17 @@ import {
   parseDigest,
   type Digest,
 } from '../oci/index.ts';
-import type { FsBlobStore, FsUploadStore } from '../store/index.ts';
+import type { BlobStore, FsUploadStore } from '../store/index.ts';
 import { storageUnavailable } from '../store/index.ts';
-import type { SqliteMetaStore, SqliteProvenanceStore } from '../meta/index.ts';
+import type { MetaStore } from '../meta/index.ts';
 import type { Route } from '../routing/index.ts';
 import type { Logger } from '../log/index.ts';
-import type { Mirror } from './mirror.ts';
-import { recordManifest } from './manifest-record.ts';
+import { manifestEntry } from './manifest-record.ts';
 
 export interface PusherDeps {
-  store: FsBlobStore;
+  store: BlobStore;
   uploads: FsUploadStore;
-  meta: SqliteMetaStore;
-  provenance: SqliteProvenanceStore;
-  mirror: Mirror;
+  meta: MetaStore;
   log: Logger;
   /** Configured local namespaces, for the error that tells a client where it may push. */
   localNamespaces: readonly string[];
@@ -61,12 +58,12 @@ export class Pusher {
     throw new RegistryError('DENIED', `${route.registry} is mirrored read-only: its content must stay byte-identical to the upstream's; ${where}`, { detail: { registry: route.registry } });
   }
 
-  private linked(repo: string, digest: string): boolean {
+  private linked(repo: string, digest: string): Promise<boolean> {
     return this.deps.meta.hasLink(repo, digest);
   }
 
-  private storeBlobRow(repo: string, digest: string, size: number): void {
-    this.deps.meta.putBlob(repo, digest, size, this.now());
+  private storeBlobRow(repo: string, digest: string, size: number): Promise<void> {
+    return this.deps.meta.putBlob(repo, digest, size, this.now());
   }
 
   // ------------------------------------------------------------- uploads
@@ -80,10 +77,10 @@ export class Pusher {
     if (q.mount !== undefined) {
       const d = parseDigest(q.mount);
       const from = q.fromRoute;
-      const size = from !== undefined && this.linked(from.localRepo, d.value) ? await this.deps.store.stat(d) : undefined;
+      const size = from !== undefined && (await this.linked(from.localRepo, d.value)) ? await this.deps.store.stat(d) : undefined;
       if (size !== undefined) {
         body.resume();
-        this.storeBlobRow(route.localRepo, d.value, size);
+        await this.storeBlobRow(route.localRepo, d.value, size);
         this.deps.log.info({ repo: route.localRepo, digest: d.value, from: from?.localRepo }, 'blob mounted');
         return { kind: 'created', digest: d.value };
       }
@@ -133,7 +130,7 @@ export class Pusher {
 
   private async finish(route: Route, id: string, d: Digest, body: Readable): Promise<string> {
     const size = await this.deps.uploads.finish(id, route.localRepo, d, body);
-    this.storeBlobRow(route.localRepo, d.value, size);
+    await this.storeBlobRow(route.localRepo, d.value, size);
     this.deps.log.info({ repo: route.localRepo, digest: d.value, bytes: size }, 'blob pushed');
     return d.value;
   }
@@ -161,27 +158,27 @@ export class Pusher {
       new RegistryError('MANIFEST_BLOB_UNKNOWN', `${what} ${String(d)} is not in ${route.upstreamRepo}: push it first`, { detail: { digest: d } });
     if (isIndexType(mediaType)) {
       for (const m of parsed.manifests ?? []) {
-        if (typeof m.digest !== 'string' || !this.linked(repo, m.digest) || this.deps.meta.getManifest(m.digest) === undefined) throw missing('child manifest', m.digest);
+        if (typeof m.digest !== 'string' || !(await this.linked(repo, m.digest)) || (await this.deps.meta.getManifest(m.digest)) === undefined) throw missing('child manifest', m.digest);
       }
     } else {
       const cfg = parsed.config;
-      if (typeof cfg?.digest !== 'string' || !this.linked(repo, cfg.digest)) throw missing('config blob', cfg?.digest);
+      if (typeof cfg?.digest !== 'string' || !(await this.linked(repo, cfg.digest))) throw missing('config blob', cfg?.digest);
       for (const layer of parsed.layers ?? []) {
         if (isForeign(layer)) continue;
-        if (typeof layer.digest !== 'string' || !this.linked(repo, layer.digest)) throw missing('layer', layer.digest);
+        if (typeof layer.digest !== 'string' || !(await this.linked(repo, layer.digest))) throw missing('layer', layer.digest);
       }
     }
     try {
-      await this.deps.store.writeBytes(parseDigest(digest), bytes);
+      await this.deps.store.put(parseDigest(digest), bytes);
     } catch (e) {
       throw storageUnavailable(e);
     }
     const now = this.now();
-    recordManifest(this.deps.meta, this.deps.provenance, repo, digest, bytes, { registry: 'local', repository: route.upstreamRepo, mediaType, size: bytes.byteLength, source: 'push' }, now);
-    if (ref?.kind === 'tag') {
-      this.deps.meta.putTag(repo, ref.tag, digest, now);
-      this.deps.mirror.noteTag(repo, ref.tag, digest);
-    }
+    const entry = manifestEntry(repo, digest, bytes, { registry: 'local', repository: route.upstreamRepo, mediaType, size: bytes.byteLength, source: 'push' });
+    await this.deps.meta.transaction(async (tx) => {
+      await tx.putManifest(entry, now);
+      if (ref?.kind === 'tag') await tx.putTag(repo, ref.tag, digest, now);
+    });
     this.deps.log.info({ repo, reference: ref?.kind === 'tag' ? ref.tag : digest, digest, mediaType }, 'manifest pushed');
     return digest;
   }
@@ -189,30 +186,27 @@ export class Pusher {
   // ------------------------------------------------------------- deletes
 
   /** DELETE .../manifests/<tag>: the tag; .../manifests/<digest>: the manifest and its tags. */
-  deleteManifest(route: Route): void {
+  async deleteManifest(route: Route): Promise<void> {
     this.assertWritable(route);
     const ref = route.reference;
     const repo = route.localRepo;
     if (ref?.kind === 'tag') {
-      if (!this.deps.meta.deleteTag(repo, ref.tag)) throw new RegistryError('MANIFEST_UNKNOWN', `tag ${ref.tag} is not in ${route.upstreamRepo}`);
-      this.deps.mirror.noteTag(repo, ref.tag, undefined);
+      if (!(await this.deps.meta.deleteTag(repo, ref.tag))) throw new RegistryError('MANIFEST_UNKNOWN', `tag ${ref.tag} is not in ${route.upstreamRepo}`);
       this.deps.log.info({ repo, tag: ref.tag }, 'tag deleted');
       return;
     }
     const digest = ref?.digest ?? '';
-    if (!this.linked(repo, digest) || this.deps.meta.getManifest(digest) === undefined) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${digest} is not in ${route.upstreamRepo}`);
-    for (const tag of this.deps.meta.unlink(repo, digest)) this.deps.mirror.noteTag(repo, tag, undefined);
-    this.deps.mirror.noteUnlinked(repo, digest);
+    if (!(await this.linked(repo, digest)) || (await this.deps.meta.getManifest(digest)) === undefined) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${digest} is not in ${route.upstreamRepo}`);
+    await this.deps.meta.unlink(repo, digest);
     this.deps.log.info({ repo, digest }, 'manifest deleted');
   }
 
   /** DELETE .../blobs/<digest>: removes the blob from the repository. */
-  deleteBlob(route: Route): void {
+  async deleteBlob(route: Route): Promise<void> {
     this.assertWritable(route);
     const digest = route.reference?.kind === 'digest' ? route.reference.digest : '';
-    if (!this.linked(route.localRepo, digest)) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not in ${route.upstreamRepo}`);
-    this.deps.meta.unlink(route.localRepo, digest);
-    this.deps.mirror.noteUnlinked(route.localRepo, digest);
+    if (!(await this.linked(route.localRepo, digest))) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not in ${route.upstreamRepo}`);
+    await this.deps.meta.unlink(route.localRepo, digest);
     this.deps.log.info({ repo: route.localRepo, digest }, 'blob deleted');
   }
 }

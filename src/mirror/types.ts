@@ -1,7 +1,8 @@
 import type { Readable, Writable } from 'node:stream';
 
-/** How a response was served (the X-Regmirror-Cache header). */
-export type CacheResult = 'hit' | 'miss' | 'stale';
+import type { CacheResult } from '../events/index.ts';
+
+export type { CacheResult };
 
 /**
  * A manifest ready to send: its exact stored bytes, or for a HEAD answered from metadata alone

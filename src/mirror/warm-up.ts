@@ -14,7 +14,7 @@ import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { newHasher, parseDigest } from '../oci/index.ts';
-import type { FsBlobStore } from '../store/index.ts';
+import type { BlobStore } from '../store/index.ts';
 import { BlobFill } from './blob-fill.ts';
 
 const PATTERN_BYTES = 1024 * 1024;
@@ -68,7 +68,7 @@ function fetchAndDiscard(url: string, bodyBytes: number): Promise<void> {
 }
 
 /** Moves `mib` MiB through a fill and a reader; resolves with the time it took. */
-export async function warmUp(store: FsBlobStore, mib = 32): Promise<{ bytes: number; ms: number }> {
+export async function warmUp(store: BlobStore, mib = 32): Promise<{ bytes: number; ms: number }> {
   const started = performance.now();
   const pattern = Buffer.alloc(PATTERN_BYTES);
   for (let i = 0; i < PATTERN_BYTES; i++) pattern[i] = (i * 31 + (i >>> 12)) & 0xff;
@@ -106,7 +106,7 @@ export async function warmUp(store: FsBlobStore, mib = 32): Promise<{ bytes: num
   try {
     const [sourceUrl, frontUrl] = await Promise.all([listen(source), listen(front)]);
     const upstream = await request(`${sourceUrl}/blob`, { dispatcher: agent });
-    const writer = await store.createWriter(digest, size);
+    const writer = await store.begin(digest, size);
     fill = new BlobFill(writer, size);
     const filled = fill.download(upstream.body);
     const client = fetchAndDiscard(`${frontUrl}/blob`, size);

@@ -26,11 +26,11 @@ function intParam(v: string | undefined, name: string, def: number, max: number)
 /** Builds the API routes; `mirrorHost` gives the host shown in repo digests (external_url or the listener). */
 export function createAdminApi(query: ProvenanceQuery, mirrorHost: () => string): Hono<{ Bindings: HttpBindings }> {
   const api = new Hono<{ Bindings: HttpBindings }>();
-  api.get('/_regmirror/v1/provenance', (c) => {
+  api.get('/_regmirror/v1/provenance', async (c) => {
     try {
       const host = mirrorHost();
       const image = c.req.query('image');
-      if (image !== undefined) return c.json(query.describe(image, host));
+      if (image !== undefined) return c.json(await query.describe(image, host));
       const limit = intParam(c.req.query('limit'), 'limit', 100, 1000);
       const offset = intParam(c.req.query('offset'), 'offset', 0, 1e9);
       const sinceRaw = c.req.query('since');
@@ -41,15 +41,15 @@ export function createAdminApi(query: ProvenanceQuery, mirrorHost: () => string)
       }
       const registry = c.req.query('registry');
       const repository = c.req.query('repo');
-      const items = query.list({ limit, offset, ...(registry === undefined ? {} : { registry }), ...(repository === undefined ? {} : { repository }), ...(since === undefined ? {} : { since }) }, host);
+      const items = await query.list({ limit, offset, ...(registry === undefined ? {} : { registry }), ...(repository === undefined ? {} : { repository }), ...(since === undefined ? {} : { since }) }, host);
       return c.json({ items, next: items.length === limit ? offset + limit : null });
     } catch (e) {
       return fail(e);
     }
   });
-  api.get('/_regmirror/v1/summary', (c) => {
+  api.get('/_regmirror/v1/summary', async (c) => {
     try {
-      return c.json(query.summary());
+      return c.json(await query.summary());
     } catch (e) {
       return fail(e);
     }

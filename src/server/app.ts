@@ -1,17 +1,24 @@
 /**
- * The HTTP face: hono on @hono/node-server. /v2 requests are routed by the pure routing function,
- * answered by the Mirror, and written straight to the Node response (blobs stream with
- * backpressure; a failed fill destroys the connection, so the client sees a failed transfer).
- * Every failure is an OCI error envelope. This module never touches disk or SQL.
+ * The HTTP face: hono on @hono/node-server, with real routes by area — token, pull (manifests,
+ * blobs, tags, referrers), push (uploads, manifest PUT, DELETE), the admin API mounted ahead — and
+ * middleware that sees every request: its id, the `request` event when its response closes (the
+ * access log and metrics subscribe), the OCI error envelope for whatever a handler throws.
+ * Handlers validate the path with the pure routing function, ask the Mirror or the Pusher, and
+ * write straight to the Node response (blobs stream with backpressure; a failed fill destroys the
+ * connection, so the client sees a failed transfer). HEAD goes through hono's own GET dispatch:
+ * handlers read the method from the Node request and answer HEAD without a body.
+ * This module never touches disk or SQL.
  */
 import type { ServerResponse, IncomingMessage } from 'node:http';
 import { Hono } from 'hono';
+import type { Context } from 'hono';
 import type { HttpBindings, Http2Bindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { MAX_MANIFEST_BYTES, RegistryError, renderErrorBody } from '../oci/index.ts';
-import { isBasePath, routeRequest, type Route, type RoutingTable } from '../routing/index.ts';
+import { routeRequest, type Route, type RoutingTable } from '../routing/index.ts';
 import type { Mirror, CacheResult } from '../mirror/index.ts';
-import { accessLogger, type Logger } from '../log/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { EventStream } from '../events/index.ts';
 import { parseRange } from './range.ts';
 import type { Pusher, UploadAnswer } from '../mirror/index.ts';
 import { Authenticator, TOKEN_PATH, authorize, challenge, type Identity } from './auth.ts';
@@ -28,7 +35,16 @@ export interface AppDeps {
   auth?: Authenticator;
   /** `scheme://host:port` of the mirror for token realms: external_url or the listener, never a Host header. */
   baseUrl: () => string;
+  /** Where each answered request is reported (`request`): the access log subscribes. */
+  events: EventStream;
 }
+
+/** Per-request values the middleware sets for the handlers. */
+type Env = { Bindings: HttpBindings; Variables: { info: RequestInfo; identity: Identity } };
+type Ctx = Context<Env>;
+
+/** A repository name of one or more segments, as in distribution-spec `<name>`. */
+const NAME = ':name{.+}';
 
 const ANONYMOUS: Identity = { user: undefined };
 
@@ -70,6 +86,8 @@ interface RequestInfo {
   id: string;
   method: string;
   path: string;
+  /** The query string with its `?`, or ''. */
+  query: string;
   registry?: string;
   repo?: string;
   cache?: CacheResult;
@@ -111,112 +129,160 @@ function sendError(res: ServerResponse, err: RegistryError, head: boolean, extra
 }
 
 /** Builds the hono app. */
-export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
-  const { mirror, routing, log } = deps;
-  const access = accessLogger(log);
-  const app = new Hono<{ Bindings: HttpBindings }>();
-  if (deps.admin !== undefined) app.route('/', deps.admin);
+export function createApp(deps: AppDeps): Hono<Env> {
+  const { mirror, routing, log, events } = deps;
+  const app = new Hono<Env>();
 
-  app.all('*', async (c) => {
-    const req: IncomingMessage = c.env.incoming;
-    const res: ServerResponse = c.env.outgoing;
+  // ------------------------------------------------------------ every request
+  app.use('*', async (c, next) => {
+    const req = c.env.incoming;
+    const res = c.env.outgoing;
     const started = performance.now();
     const rawUrl = req.url ?? '/';
     const q = rawUrl.indexOf('?');
-    const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
     const incomingId = req.headers['x-request-id'];
     const id = typeof incomingId === 'string' && /^[\w.-]{1,64}$/.test(incomingId) ? incomingId : `${REQUEST_ID_PREFIX}-${(++requestCounter).toString(36)}`;
-    const info: RequestInfo = { id, method: req.method ?? 'GET', path };
+    const info: RequestInfo = { id, method: req.method ?? 'GET', path: q === -1 ? rawUrl : rawUrl.slice(0, q), query: q === -1 ? '' : rawUrl.slice(q) };
+    c.set('info', info);
     res.setHeader('X-Request-Id', id);
-    res.once('close', () => {
-      const fields = { reqId: id, method: info.method, path, status: res.statusCode, registry: info.registry, repo: info.repo, digest: info.digest, cache: info.cache, durationMs: Math.round(performance.now() - started), complete: res.writableFinished };
-      if (res.statusCode >= 500 || !res.writableFinished) access.warn(fields, 'request');
-      else access.info(fields, 'request');
-    });
-    const head = info.method === 'HEAD';
-    try {
-      await handle(info, req, res, path, q === -1 ? '' : rawUrl.slice(q), head);
-    } catch (e) {
-      const err = e instanceof RegistryError ? e : new RegistryError('UNKNOWN', 'internal error; see the mirror log');
-      if (!(e instanceof RegistryError)) log.error({ reqId: id, err: e }, 'unhandled error');
-      sendError(res, err, head);
+    if (events.has('request')) {
+      res.once('close', () => {
+        events.emit('request', { reqId: id, method: info.method, path: info.path, status: res.statusCode, registry: info.registry, repo: info.repo, digest: info.digest, cache: info.cache, durationMs: Math.round(performance.now() - started), complete: res.writableFinished });
+      });
     }
+    await next();
+  });
+  app.onError((e, c) => {
+    const info = c.get('info');
+    const err = e instanceof RegistryError ? e : new RegistryError('UNKNOWN', 'internal error; see the mirror log');
+    if (!(e instanceof RegistryError)) log.error({ reqId: info?.id, err: e }, 'unhandled error');
+    sendError(c.env.outgoing, err, c.env.incoming.method === 'HEAD');
     return RESPONSE_ALREADY_SENT;
   });
+  app.notFound((c) => {
+    const info = c.get('info');
+    if (info.path !== '/v2' && !info.path.startsWith('/v2/')) {
+      throw new RegistryError('NAME_UNKNOWN', `no such endpoint ${info.path.slice(0, 100)}: regmirror serves the registry API under /v2/`, { status: 404 });
+    }
+    // A /v2 path no route took: the routing function says what is wrong with it, else the method.
+    const route = routeRequest(info.path, new URLSearchParams(info.query).get('ns') ?? undefined, routing);
+    throw new RegistryError('UNSUPPORTED', `${info.method} is not supported on the ${route.kind} endpoint`, { status: route.kind === 'referrers' ? 404 : 405 });
+  });
 
-  async function handle(info: RequestInfo, req: IncomingMessage, res: ServerResponse, path: string, query: string, head: boolean): Promise<void> {
-    const method = info.method;
-    const auth = deps.auth;
-    if (path === TOKEN_PATH && auth !== undefined) {
-      await issueToken(auth, req, res, method, head);
-      return;
-    }
-    const authHeader = req.headers.authorization;
-    const identity = auth === undefined || authHeader === undefined ? ANONYMOUS : await auth.identify(authHeader);
-    const base = deps.baseUrl;
-    if (identity === undefined) {
-      throw new RegistryError('UNAUTHORIZED', 'the credentials or token are not valid (or the token expired): log in again', { headers: challenge(base()) });
-    }
-    if (!path.startsWith('/v2/') && path !== '/v2') {
-      throw new RegistryError('NAME_UNKNOWN', `no such endpoint ${path.slice(0, 100)}: regmirror serves the registry API under /v2/`, { status: 404 });
-    }
-    if (isBasePath(path)) {
-      if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED', `${method} is not supported on /v2/`, { status: 405 });
-      if (auth !== undefined && authHeader === undefined) {
-        // With users configured, the ping tells clients where tokens come from (anonymous ones too).
-        throw new RegistryError('UNAUTHORIZED', 'this mirror has users: fetch a token (anonymous for mirrored content) from the realm in WWW-Authenticate', { headers: challenge(base()) });
-      }
-      sendBuffer(res, 200, apiHeaders('Content-Type', 'application/json'), Buffer.from('{}'), head);
-      return;
-    }
-    const params = new URLSearchParams(query);
-    const route = routeRequest(path, params.get('ns') ?? undefined, routing);
-    info.registry = route.registry ?? `local/${route.namespace ?? ''}`;
-    info.repo = route.upstreamRepo;
-    const scopeName = route.registry === undefined ? `${route.namespace ?? ''}/${route.upstreamRepo}` : route.upstreamRepo;
-    const write = method !== 'GET' && method !== 'HEAD';
-    if (write || route.kind === 'upload') {
-      const pusher = deps.pusher;
-      if (pusher === undefined) throw new RegistryError('UNSUPPORTED', `${method} is not supported: this mirror serves the pull API only`, { status: 400 });
-      pusher.assertWritable(route);
-      if (auth === undefined) {
-        throw new RegistryError('DENIED', 'pushing needs the mirror\'s own users: add [auth] with [[auth.user]] (roles = ["pull", "push"]) or an htpasswd file to mirror.toml');
-      }
-      const needed = method === 'DELETE' && route.kind !== 'upload' ? 'delete' : 'push';
-      authorize(identity, needed, base(), `repository:${scopeName}:${needed === 'delete' ? 'delete' : 'pull,push'}`);
-      await handleWrite(info, req, res, path, params, route, pusher, identity);
-      return;
-    }
-    if (route.registry === undefined && auth !== undefined && !auth.anonymousLocalPull) {
-      authorize(identity, 'pull', base(), `repository:${scopeName}:pull`);
-    }
-    switch (route.kind) {
-      case 'manifest': {
-        const m = await mirror.getManifest(route, head);
-        info.cache = m.cache;
-        info.digest = m.digest;
-        const h = apiHeaders('Content-Type', m.mediaType, 'Docker-Content-Digest', m.digest, 'ETag', `"${m.digest}"`);
-        sendBuffer(res, 200, withProvenance(h, route, m.cache), m.bytes, head, m.size);
-        return;
-      }
-      case 'blob':
-        await serveBlob(info, req, res, route, head);
-        return;
-      case 'tags': {
-        const t = await mirror.listTags(route, tagsQuery(params));
-        info.cache = t.cache;
-        const h = withProvenance(apiHeaders('Content-Type', 'application/json'), route, t.cache);
-        if (t.link !== undefined) h.push('Link', rewriteLink(t.link, path));
-        sendBuffer(res, 200, h, t.body, head);
-        return;
-      }
-      default:
-        throw new RegistryError('UNSUPPORTED', `the ${route.kind} endpoint is not supported by this mirror`, { status: 404 });
-    }
+  if (deps.admin !== undefined) app.route('/', deps.admin);
+
+  // ------------------------------------------------------------ token
+  const auth = deps.auth;
+  if (auth !== undefined) {
+    app.all(TOKEN_PATH, async (c) => {
+      await issueToken(auth, c.env.incoming, c.env.outgoing);
+      return RESPONSE_ALREADY_SENT;
+    });
   }
 
+  // ------------------------------------------------------------ /v2: who is asking
+  const identify = async (c: Ctx, next: () => Promise<void>): Promise<void> => {
+    const header = c.env.incoming.headers.authorization;
+    const identity = auth === undefined || header === undefined ? ANONYMOUS : await auth.identify(header);
+    if (identity === undefined) {
+      throw new RegistryError('UNAUTHORIZED', 'the credentials or token are not valid (or the token expired): log in again', { headers: challenge(deps.baseUrl()) });
+    }
+    c.set('identity', identity);
+    await next();
+  };
+  app.use('/v2', identify);
+  app.use('/v2/*', identify);
+
+  /** The API version check (distribution-spec "end-1"). */
+  const ping = (c: Ctx): Response => {
+    const { method } = c.get('info');
+    if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED', `${method} is not supported on /v2/`, { status: 405 });
+    if (auth !== undefined && c.env.incoming.headers.authorization === undefined) {
+      // With users configured, the ping tells clients where tokens come from (anonymous ones too).
+      throw new RegistryError('UNAUTHORIZED', 'this mirror has users: fetch a token (anonymous for mirrored content) from the realm in WWW-Authenticate', { headers: challenge(deps.baseUrl()) });
+    }
+    sendBuffer(c.env.outgoing, 200, apiHeaders('Content-Type', 'application/json'), Buffer.from('{}'), method === 'HEAD');
+    return RESPONSE_ALREADY_SENT;
+  };
+  app.all('/v2', ping);
+  app.all('/v2/', ping);
+
+  /** The validated route of the request (routing/), noted for the access log. */
+  const routeOf = (c: Ctx): { route: Route; params: URLSearchParams } => {
+    const info = c.get('info');
+    const params = new URLSearchParams(info.query);
+    const route = routeRequest(info.path, params.get('ns') ?? undefined, routing);
+    info.registry = route.registry ?? `local/${route.namespace ?? ''}`;
+    info.repo = route.upstreamRepo;
+    return { route, params };
+  };
+  const scopeOf = (route: Route): string => (route.registry === undefined ? `${route.namespace ?? ''}/${route.upstreamRepo}` : route.upstreamRepo);
+
+  // ------------------------------------------------------------ push (local namespaces)
+  /** Authorizes a write and hands it to the Pusher. */
+  const push = async (c: Ctx): Promise<Response> => {
+    const { route, params } = routeOf(c);
+    const info = c.get('info');
+    const pusher = deps.pusher;
+    if (pusher === undefined) throw new RegistryError('UNSUPPORTED', `${info.method} is not supported: this mirror serves the pull API only`, { status: 400 });
+    pusher.assertWritable(route);
+    if (auth === undefined) {
+      throw new RegistryError('DENIED', 'pushing needs the mirror\'s own users: add [auth] with [[auth.user]] (roles = ["pull", "push"]) or an htpasswd file to mirror.toml');
+    }
+    const needed = info.method === 'DELETE' && route.kind !== 'upload' ? 'delete' : 'push';
+    authorize(c.get('identity'), needed, deps.baseUrl(), `repository:${scopeOf(route)}:${needed === 'delete' ? 'delete' : 'pull,push'}`);
+    await handleWrite(info, c.env.incoming, c.env.outgoing, params, route, pusher, c.get('identity'));
+    return RESPONSE_ALREADY_SENT;
+  };
+  // Registered before the pull routes: `.../blobs/uploads` would also match `.../blobs/:digest`.
+  app.on(['POST', 'PATCH', 'PUT', 'GET', 'HEAD', 'DELETE'], [`/v2/${NAME}/blobs/uploads`, `/v2/${NAME}/blobs/uploads/*`], push);
+  app.put(`/v2/${NAME}/manifests/:reference`, push);
+  app.delete(`/v2/${NAME}/manifests/:reference`, push);
+  app.delete(`/v2/${NAME}/blobs/:digest`, push);
+
+  // ------------------------------------------------------------ pull
+  /** Routes a read; local namespaces need the pull role unless anonymous pulls are allowed. */
+  const readRoute = (c: Ctx): Route => {
+    const { route } = routeOf(c);
+    if (route.registry === undefined && auth !== undefined && !auth.anonymousLocalPull) {
+      authorize(c.get('identity'), 'pull', deps.baseUrl(), `repository:${scopeOf(route)}:pull`);
+    }
+    return route;
+  };
+  app.get(`/v2/${NAME}/manifests/:reference`, async (c) => {
+    const route = readRoute(c);
+    const info = c.get('info');
+    const head = info.method === 'HEAD';
+    const m = await mirror.getManifest(route, head);
+    info.cache = m.cache;
+    info.digest = m.digest;
+    const h = apiHeaders('Content-Type', m.mediaType, 'Docker-Content-Digest', m.digest, 'ETag', `"${m.digest}"`);
+    sendBuffer(c.env.outgoing, 200, withProvenance(h, route, m.cache), m.bytes, head, m.size);
+    return RESPONSE_ALREADY_SENT;
+  });
+  app.get(`/v2/${NAME}/blobs/:digest`, async (c) => {
+    const route = readRoute(c);
+    await serveBlob(c.get('info'), c.env.incoming, c.env.outgoing, route);
+    return RESPONSE_ALREADY_SENT;
+  });
+  app.get(`/v2/${NAME}/tags/list`, async (c) => {
+    const route = readRoute(c);
+    const info = c.get('info');
+    const t = await mirror.listTags(route, tagsQuery(new URLSearchParams(info.query)));
+    info.cache = t.cache;
+    const h = withProvenance(apiHeaders('Content-Type', 'application/json'), route, t.cache);
+    if (t.link !== undefined) h.push('Link', rewriteLink(t.link, info.path));
+    sendBuffer(c.env.outgoing, 200, h, t.body, info.method === 'HEAD');
+    return RESPONSE_ALREADY_SENT;
+  });
+  app.get(`/v2/${NAME}/referrers/:digest`, (c) => {
+    readRoute(c);
+    throw new RegistryError('UNSUPPORTED', 'the referrers endpoint is not supported by this mirror', { status: 404 });
+  });
+
   /** GET (or POST, as containerd tries first: refused so it falls back) of the token endpoint. */
-  async function issueToken(auth: Authenticator, req: IncomingMessage, res: ServerResponse, method: string, head: boolean): Promise<void> {
+  async function issueToken(auth: Authenticator, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = req.method ?? 'GET';
     if (method !== 'GET' && method !== 'HEAD') {
       throw new RegistryError('UNSUPPORTED', 'the token endpoint answers GET with Basic credentials (or none, for an anonymous token)', { status: 405, headers: { Allow: 'GET' } });
     }
@@ -228,12 +294,13 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     }
     const t = auth.issueToken(user);
     const body = Buffer.from(JSON.stringify({ token: t.token, access_token: t.token, expires_in: t.expiresIn, issued_at: t.issuedAt }));
-    sendBuffer(res, 200, ['Content-Type', 'application/json', 'Cache-Control', 'no-store'], body, head);
+    sendBuffer(res, 200, ['Content-Type', 'application/json', 'Cache-Control', 'no-store'], body, method === 'HEAD');
   }
 
   /** Push API: uploads, manifest PUT, DELETE (authorized by the caller). */
-  async function handleWrite(info: RequestInfo, req: IncomingMessage, res: ServerResponse, path: string, params: URLSearchParams, route: Route, pusher: Pusher, identity: Identity): Promise<void> {
+  async function handleWrite(info: RequestInfo, req: IncomingMessage, res: ServerResponse, params: URLSearchParams, route: Route, pusher: Pusher, identity: Identity): Promise<void> {
     const method = info.method;
+    const path = info.path;
     const reply = (status: number, headers: HeaderList): void => sendBuffer(res, status, apiHeaders(...headers), undefined, false);
     const answer = (a: UploadAnswer, prefix: string, statusForAccepted = 202): void => {
       if (a.kind === 'created') {
@@ -292,19 +359,20 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
       return;
     }
     if (method === 'DELETE' && route.kind === 'manifest') {
-      pusher.deleteManifest(route);
+      await pusher.deleteManifest(route);
       reply(202, []);
       return;
     }
     if (method === 'DELETE' && route.kind === 'blob') {
-      pusher.deleteBlob(route);
+      await pusher.deleteBlob(route);
       reply(202, []);
       return;
     }
     throw new RegistryError('UNSUPPORTED', `${method} is not supported on the ${route.kind} endpoint`, { status: 405 });
   }
 
-  async function serveBlob(info: RequestInfo, req: IncomingMessage, res: ServerResponse, route: Route, head: boolean): Promise<void> {
+  async function serveBlob(info: RequestInfo, req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
+    const head = info.method === 'HEAD';
     // An HTTP/1.0 client (or a proxy speaking HTTP/1.0 to the mirror, as stock nginx does) reads a
     // body to the close: without a length, a cut transfer would look complete to it.
     const blob = await mirror.getBlob(route, head, req.httpVersionMajor === 1 && req.httpVersionMinor === 0);
@@ -350,34 +418,9 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   return app;
 }
 
-/**
- * The fetch callback for @hono/node-server. hono answers HEAD by running the GET handler and
- * rebuilding the Response, which loses node-server's "already sent" marker; our handlers read the
- * method from the raw Node request and write HEAD answers themselves, so hono is handed a GET.
- */
-export function nodeFetch(app: Hono<{ Bindings: HttpBindings }>): (request: Request, env: HttpBindings | Http2Bindings) => Response | Promise<Response> {
-  return (request, env) =>
-    app.fetch(request.method === 'HEAD' ? headAsGet(request) : request, env as HttpBindings);
-}
-
-/**
- * The parts of a request hono reads (method, url; headers for the admin API), as a GET. A real
- * `new Request` per HEAD (an AbortSignal, a copied Headers) made HEAD a fifth slower than GET; a
- * class, because an object literal with getters per request was promoted to V8's old generation.
- */
-class HeadAsGet {
-  readonly method = 'GET';
-  readonly url: string;
-  constructor(private readonly request: Request) {
-    this.url = request.url;
-  }
-  get headers(): Headers {
-    return this.request.headers;
-  }
-}
-
-function headAsGet(request: Request): Request {
-  return new HeadAsGet(request) as unknown as Request;
+/** The fetch callback for @hono/node-server (HTTP/1.1 servers: the bindings are node:http's). */
+export function nodeFetch(app: Hono<Env> | Hono<{ Bindings: HttpBindings }>): (request: Request, env: HttpBindings | Http2Bindings) => Response | Promise<Response> {
+  return (request, env) => app.fetch(request, env as HttpBindings);
 }
 
 function tagsQuery(params: URLSearchParams): string {

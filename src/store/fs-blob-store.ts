@@ -5,9 +5,12 @@
  * Bytes are staged in 1 MiB blocks that readers of a fill can copy from, and written a block at a
  * time, with direct I/O where the filesystem takes it (staging.ts).
  */
-import { open, mkdir, readdir, rename, rm, stat, statfs, readFile, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { RegistryError, type Digest } from '../oci/index.ts';
+import { open, mkdir, readdir, rename, rm, stat, statfs, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Readable, type Writable } from 'node:stream';
+import { RegistryError, parseDigest, type Digest } from '../oci/index.ts';
+import type { BlobReader, BlobStore, BlobWriter, StoredBlob } from './blob-store.ts';
+import { SEND_CHUNK, sendFileRange } from './send-file.ts';
 import { blobPath, blobsRoot, newTempPath, processTmpDir, tmpDir } from './paths.ts';
 import { ownerAlive, ownerToken } from './owner.ts';
 
@@ -17,114 +20,168 @@ import { ContentCheck } from './content-check.ts';
 /** A loose file in tmp/ (the layout before per-process folders) is a leftover once this old. */
 const LEGACY_TEMP_AGE_MS = 60 * 60_000;
 
-/** An open, committed blob ready to be read. The caller closes `handle`. */
-export interface OpenBlob {
-  handle: FileHandle;
-  size: number;
+/** A committed blob file opened for reading. */
+class FsBlobReader implements BlobReader {
+  private closed = false;
+
+  constructor(
+    private readonly handle: FileHandle,
+    readonly size: number,
+  ) {}
+
+  async read(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+    return (await this.handle.read(buf, off, len, pos)).bytesRead;
+  }
+
+  stream(start: number, end: number): Readable {
+    if (end <= start) {
+      void this.close();
+      return Readable.from([]);
+    }
+    this.closed = true; // the stream closes the handle (autoClose)
+    return this.handle.createReadStream({ start, end: end - 1, highWaterMark: SEND_CHUNK, autoClose: true });
+  }
+
+  async sendTo(dest: Writable, start: number, end: number): Promise<void> {
+    try {
+      await sendFileRange(this.handle, dest, start, end);
+    } finally {
+      await this.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close().catch(() => undefined);
+  }
 }
 
-/** A blob being written; bytes are hashed as they are written, visible only after commit. */
-export class BlobWriter {
+/**
+ * A blob being written to a temp file in this process's temp folder; hashed as written, renamed to
+ * its content address on commit. The newest few MiB sit in staging blocks (staging.ts) that
+ * readers of a fill copy from; older bytes are read back from the file.
+ */
+export class FsBlobWriter implements BlobWriter {
   private readonly content: ContentCheck;
   /** Bytes accepted and handed to the file or the staging blocks (readers follow this count). */
   private written = 0;
-  private finished = false;
   private verified = false;
-  /** Called whenever more bytes can be read from the file (set by whoever follows the write). */
-  onFileGrow: (() => void) | undefined;
+  private committed = false;
+  private aborted = false;
+  /** Open read-write until close(), so readers can follow the fill with positional reads. */
+  private handle: FileHandle | undefined;
+  onProgress: (() => void) | undefined;
 
   constructor(
     private readonly store: FsBlobStore,
     readonly digest: Digest,
-    readonly tempPath: string,
-    /** Opened read-write, so readers can follow the fill with positional reads. */
-    readonly handle: FileHandle,
-    readonly expectedSize: number | undefined,
+    private readonly tempPath: string,
+    handle: FileHandle,
+    expectedSize: number | undefined,
     /** Staging blocks for the same file; undefined (none free): each chunk is written as it comes. */
     private readonly staged?: StagedFile,
   ) {
+    this.handle = handle;
     this.content = new ContentCheck(digest, expectedSize);
   }
 
-  /** Bytes accepted (hashed and counted) so far. */
   get bytesWritten(): number {
     return this.written;
   }
 
-  /** Bytes readable from the file through `handle`: when staged, the last few MiB may be in memory only. */
+  /** Bytes readable from the file: when staged, the last few MiB may be in memory only. */
   get bytesInFile(): number {
     return this.staged === undefined ? this.written : this.staged.bytesInFile;
   }
 
-  /**
-   * Copies up to `len` accepted bytes at `pos` from the staging memory into `dst` at `dstOff`;
-   * returns how many (0: read them from the file, or they are not there yet).
-   */
+  /** Copies up to `len` accepted bytes at `pos` from the staging memory; 0: not there (read the file). */
   copyRecent(pos: number, dst: Buffer, dstOff: number, len: number): number {
     return this.staged === undefined ? 0 : this.staged.copyOut(pos, dst, dstOff, len);
   }
 
-  /** Appends a chunk. Throws BlobVerifyError as soon as more than the expected size arrives. */
+  /** Positional read of the temp file itself (bytes below bytesInFile). */
+  async readFileAt(buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+    return (await this.open().read(buf, off, len, pos)).bytesRead;
+  }
+
+  /** Called by staging whenever more bytes reached the file. */
+  fileGrew(): void {
+    this.onProgress?.();
+  }
+
+  private open(): FileHandle {
+    if (this.handle === undefined) throw new Error('FsBlobWriter used after close()');
+    return this.handle;
+  }
+
   async write(chunk: Uint8Array): Promise<void> {
+    if (this.verified || this.aborted) throw new Error('FsBlobWriter.write after verify or abort');
     this.content.add(chunk);
     if (this.staged !== undefined) await this.staged.append(chunk);
-    else await writeAll(this.handle, chunk, chunk.byteLength, this.written);
+    else await writeAll(this.open(), chunk, chunk.byteLength, this.written);
     this.written += chunk.byteLength;
   }
 
-  /**
-   * Checks size and digest of what was written. Throws BlobVerifyError (temp file removed) when the
-   * content is wrong. After it succeeds the bytes may be handed out; persist() makes them durable.
-   */
   async verify(): Promise<void> {
-    if (this.finished) throw new Error('BlobWriter already finished');
-    this.finished = true;
+    if (this.verified) return;
+    if (this.aborted) throw new Error('FsBlobWriter.verify after abort');
     if (this.staged !== undefined) {
       await this.staged.finish();
-      if (this.staged.direct) await this.handle.truncate(this.written); // drops the last block's padding
+      if (this.staged.direct) await this.open().truncate(this.written); // drops the last block's padding
     }
     try {
       this.content.check();
     } catch (e) {
-      await rm(this.tempPath, { force: true });
+      await this.abort();
       throw e;
     }
     this.verified = true;
   }
 
-  /** fsyncs the verified file and renames it to its content address. Does not close `handle`. */
-  async persist(): Promise<void> {
-    if (!this.verified) throw new Error('BlobWriter.persist before verify');
-    await this.handle.sync();
-    await this.store.place(this.tempPath, this.digest);
-  }
-
-  /** verify(), persist() and releaseMemory(). Throws BlobVerifyError when the content is wrong. */
   async commit(): Promise<void> {
+    if (this.committed) return;
     await this.verify();
-    await this.persist();
-    await this.releaseMemory();
-  }
-
-  /**
-   * Returns the staging blocks to the pool (after verify(): the file then has every byte).
-   * Readers copying from memory go to the file from here on. commit() and abort() call it; the
-   * owner of a writer that stops after verify() or persist() must.
-   */
-  async releaseMemory(): Promise<void> {
+    // A writer closed after verify (bundles stage every blob before committing any) syncs through a fresh handle.
+    const h = this.handle ?? (await open(this.tempPath, 'r'));
+    try {
+      await h.sync();
+    } finally {
+      if (h !== this.handle) await h.close();
+    }
+    await this.store.place(this.tempPath, this.digest);
+    this.committed = true;
     await this.staged?.release();
   }
 
-  /** Discards the temp file. Does not close `handle`. Safe to call more than once. */
   async abort(): Promise<void> {
-    this.finished = true;
-    await this.releaseMemory().catch(() => undefined);
+    if (this.committed || this.aborted) return;
+    this.aborted = true;
+    await this.staged?.release().catch(() => undefined);
     await rm(this.tempPath, { force: true });
+  }
+
+  async readAt(pos: number, buf: Buffer, off: number, len: number): Promise<number> {
+    const n = this.copyRecent(pos, buf, off, len);
+    if (n > 0) return n;
+    const inFile = this.bytesInFile;
+    if (pos >= inFile) return 0;
+    const bytesRead = await this.readFileAt(buf, off, Math.min(len, inFile - pos), pos);
+    if (bytesRead === 0) throw new Error(`blob file ended at byte ${pos}`);
+    return bytesRead;
+  }
+
+  async close(): Promise<void> {
+    const h = this.handle;
+    if (h === undefined) return;
+    this.handle = undefined;
+    await this.staged?.release().catch(() => undefined);
+    await h.close().catch(() => undefined);
   }
 }
 
-/** Content-addressed blob store on disk. */
-export class FsBlobStore {
+/** Content-addressed blob store on disk (the layout is drawn in paths.ts). */
+export class FsBlobStore implements BlobStore {
   /** Whether writers use direct I/O; settled by init(). */
   directIo = false;
   /** Why direct I/O is off though it was asked for (the filesystem refused it), for the log. */
@@ -176,8 +233,8 @@ export class FsBlobStore {
     return removed;
   }
 
-  /** Removes this process's temp folder (at exit; what is left in it is unfinished work). */
-  async removeOwnTemp(): Promise<void> {
+  /** Removes this process's temp folder (what is left in it is unfinished work). */
+  async close(): Promise<void> {
     if (this.tmp !== '') await rm(this.tmp, { force: true, recursive: true });
   }
 
@@ -187,7 +244,6 @@ export class FsBlobStore {
     return st.bavail * st.bsize;
   }
 
-  /** Size of a committed blob, or undefined when it is not in the store. */
   async stat(d: Digest): Promise<number | undefined> {
     try {
       return (await stat(blobPath(this.dataDir, d))).size;
@@ -197,8 +253,7 @@ export class FsBlobStore {
     }
   }
 
-  /** Opens a committed blob for reading, or undefined when it is not in the store. */
-  async open(d: Digest): Promise<OpenBlob | undefined> {
+  async open(d: Digest): Promise<BlobReader | undefined> {
     let handle: FileHandle;
     try {
       handle = await open(blobPath(this.dataDir, d), 'r');
@@ -207,14 +262,13 @@ export class FsBlobStore {
       throw e;
     }
     try {
-      return { handle, size: (await handle.stat()).size };
+      return new FsBlobReader(handle, (await handle.stat()).size);
     } catch (e) {
       await handle.close();
       throw e;
     }
   }
 
-  /** Reads a whole committed blob (manifests), or undefined when absent. */
   async read(d: Digest): Promise<Buffer | undefined> {
     try {
       return await readFile(blobPath(this.dataDir, d));
@@ -224,26 +278,24 @@ export class FsBlobStore {
     }
   }
 
-  /** Starts writing a blob. The caller must commit() or abort(), then close the writer's handle. */
-  async createWriter(d: Digest, expectedSize?: number): Promise<BlobWriter> {
-    if (this.tmp === '') throw new Error('FsBlobStore.createWriter before init()');
+  async begin(d: Digest, expectedSize?: number): Promise<FsBlobWriter> {
+    if (this.tmp === '') throw new Error('FsBlobStore.begin before init()');
     const path = newTempPath(this.tmp);
     const handle = await open(path, 'w+', 0o644);
     let staged: StagedFile | undefined;
     try {
-      staged = await StagedFile.open(path, handle, this.directIo, () => writer.onFileGrow?.());
+      staged = await StagedFile.open(path, handle, this.directIo, () => writer.fileGrew());
     } catch (e) {
       await handle.close();
       await rm(path, { force: true });
       throw e;
     }
-    const writer = new BlobWriter(this, d, path, handle, expectedSize, staged);
+    const writer = new FsBlobWriter(this, d, path, handle, expectedSize, staged);
     return writer;
   }
 
-  /** Writes a whole blob held in memory, verifying its digest. Throws BlobVerifyError on mismatch. */
-  async writeBytes(d: Digest, bytes: Uint8Array): Promise<void> {
-    const w = await this.createWriter(d, bytes.byteLength);
+  async put(d: Digest, bytes: Uint8Array): Promise<void> {
+    const w = await this.begin(d, bytes.byteLength);
     try {
       await w.write(bytes);
       await w.commit();
@@ -251,7 +303,43 @@ export class FsBlobStore {
       await w.abort();
       throw e;
     } finally {
-      await w.handle.close();
+      await w.close();
+    }
+  }
+
+  async delete(d: Digest): Promise<boolean> {
+    try {
+      await unlink(blobPath(this.dataDir, d));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Every committed blob, read folder by folder (a readdir per 2-hex prefix), yielding to the event
+   * loop between folders so a large cache never blocks requests. Files whose names are not digests
+   * are skipped.
+   */
+  async *list(): AsyncIterable<StoredBlob> {
+    const root = blobsRoot(this.dataDir);
+    for (const algorithm of ['sha256', 'sha512']) {
+      const prefixes = await readdir(join(root, algorithm)).catch(() => [] as string[]);
+      for (const prefix of prefixes) {
+        await new Promise((r) => setImmediate(r));
+        const names = await readdir(join(root, algorithm, prefix)).catch(() => [] as string[]);
+        for (const name of names) {
+          const digest = `${algorithm}:${name}`;
+          try {
+            parseDigest(digest);
+          } catch {
+            continue;
+          }
+          const size = await stat(join(root, algorithm, prefix, name)).then((st) => st.size, () => undefined);
+          if (size !== undefined) yield { digest, size };
+        }
+      }
     }
   }
 

@@ -7,6 +7,9 @@
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
+import type { EventStream, MirrorEvents } from '../events/index.ts';
+
+type UpstreamRequestKind = MirrorEvents['upstreamRequest']['kind'];
 import type { Readable } from 'node:stream';
 import type { RegistryConfig } from '../config/index.ts';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../oci/index.ts';
@@ -95,7 +98,7 @@ export function createRegistryAgent(reg: RegistryConfig): Agent {
 }
 
 export class UpstreamClient {
-  private readonly agent: Agent;
+  private readonly agent: Dispatcher;
   private readonly origin: string;
   private readonly tokens = new TokenCache();
   /** scope → the bearer challenge last seen for it, so later requests send the cached token first. */
@@ -106,7 +109,10 @@ export class UpstreamClient {
   constructor(
     readonly registry: RegistryConfig,
     private readonly log: Logger,
-    agent?: Agent,
+    /** The pools requests go through; a registry Agent built from `registry` when absent (tests pass a MockAgent). */
+    agent?: Dispatcher,
+    /** Where each upstream request is reported (upstreamRequest). */
+    private readonly events?: EventStream,
   ) {
     this.agent = agent ?? createRegistryAgent(registry);
     this.origin = new URL(registry.endpoint).origin;
@@ -310,10 +316,27 @@ export class UpstreamClient {
     throw this.tokenError(res.statusCode);
   }
 
+  /** Reports one upstream request on the event stream (when anyone listens). */
+  private report(kind: UpstreamRequestKind, method: string, status: number | undefined, started: number, error?: unknown): void {
+    if (this.events === undefined || !this.events.has('upstreamRequest')) return;
+    this.events.emit('upstreamRequest', {
+      registry: this.registry.host,
+      method,
+      kind,
+      status,
+      durationMs: Math.round(performance.now() - started),
+      ...(error === undefined ? {} : { error: (error as Error).message }),
+    });
+  }
+
   private async tokenRequest(url: URL, method: 'GET' | 'POST', headers: Headers, body?: string): Promise<Dispatcher.ResponseData> {
+    const started = performance.now();
     try {
-      return await request(url, { method, headers: { 'user-agent': USER_AGENT, accept: 'application/json', ...headers }, dispatcher: this.agent, ...(body === undefined ? {} : { body }) });
+      const res = await request(url, { method, headers: { 'user-agent': USER_AGENT, accept: 'application/json', ...headers }, dispatcher: this.agent, ...(body === undefined ? {} : { body }) });
+      this.report('token', method, res.statusCode, started);
+      return res;
     } catch (e) {
+      this.report('token', method, undefined, started, e);
       throw new UpstreamError('unavailable', `token endpoint of ${this.registry.host} unreachable: ${(e as Error).message}`, undefined, undefined, { cause: e });
     }
   }
@@ -345,12 +368,17 @@ export class UpstreamClient {
   private async follow(method: 'GET' | 'HEAD', start: string, headers: Headers, authorization: string | undefined): Promise<UpstreamResponse> {
     let url = new URL(start);
     let m: 'GET' | 'HEAD' = method;
+    // Redirect hops (a CDN) count as the kind of request that led there.
+    const kind: UpstreamRequestKind = url.pathname.includes('/manifests/') ? 'manifest' : url.pathname.includes('/blobs/') ? 'blob' : url.pathname.endsWith('/tags/list') ? 'tags' : 'other';
     for (let hop = 0; ; hop++) {
       const h = authorization !== undefined && url.origin === this.origin ? { ...headers, authorization } : headers;
       let res: Dispatcher.ResponseData;
+      const started = performance.now();
       try {
         res = await request(url, { method: m, headers: h, dispatcher: this.agent });
+        this.report(kind, m, res.statusCode, started);
       } catch (e) {
+        this.report(kind, m, undefined, started, e);
         throw new UpstreamError('unavailable', `${this.registry.host} unreachable (${safeUrl(url)}): ${(e as Error).message}`, undefined, undefined, { cause: e });
       }
       const location = header(res.headers, 'location');

@@ -270,7 +270,7 @@ async function main(): Promise<void> {
     const dataDir = join(scaleDir, 'data');
     const store = new FsBlobStore(dataDir);
     await store.init();
-    const meta = new SqliteMetaStore(metaDbPath(dataDir));
+    const meta = SqliteMetaStore.open(metaDbPath(dataDir));
     const now = Date.now();
     // 100k real (tiny) blob files with their rows, as a long-running cache would have.
     const blobRows: Array<[string, number]> = [];
@@ -282,9 +282,9 @@ async function main(): Promise<void> {
       writeFileSync(join(dir, hex), content);
       blobRows.push([`sha256:${hex}`, content.length]);
     }
-    meta.database.transaction(() => {
-      blobRows.forEach(([d, size], i) => meta.putBlob(`gcr.io/scale/r${i % 1000}`, d, size, now));
-    })();
+    await meta.transaction(async (tx) => {
+      for (const [i, [d, size]] of blobRows.entries()) await tx.putBlob(`gcr.io/scale/r${i % 1000}`, d, size, now);
+    });
     const tags: string[] = [];
     const tagFill: Array<{ tag: string; digest: string; bytes: Buffer }> = [];
     for (let i = 0; i < 20_000; i++) {
@@ -293,14 +293,15 @@ async function main(): Promise<void> {
       tagFill.push({ tag: `t${i}`, digest, bytes });
       tags.push(`t${i}`);
     }
-    for (const t of tagFill) await store.writeBytes(parseDigest(t.digest), t.bytes);
-    meta.database.transaction(() => {
+    for (const t of tagFill) await store.put(parseDigest(t.digest), t.bytes);
+    await meta.transaction(async (tx) => {
       for (const t of tagFill) {
-        meta.putManifest('gcr.io/scale/app', t.digest, MT.ociManifest, t.bytes.length, [], now);
-        meta.putTag('gcr.io/scale/app', t.tag, t.digest, now);
+        const provenance = { registry: 'gcr.io', repository: 'scale/app', mediaType: MT.ociManifest, size: t.bytes.length, source: 'upstream' as const };
+        await tx.putManifest({ repo: 'gcr.io/scale/app', digest: t.digest, size: t.bytes.length, references: [], children: [], provenance }, now);
+        await tx.putTag('gcr.io/scale/app', t.tag, t.digest, now);
       }
-    })();
-    meta.close();
+    });
+    await meta.close();
     const t0 = performance.now();
     const m = await startMirror(scaleDir, mirrorToml(`[cache]\ntag_ttl = "24h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`, 'gcr.io'));
     const startup = (performance.now() - t0) / 1000;

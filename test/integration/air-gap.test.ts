@@ -293,3 +293,62 @@ describe('per-registry offline', { timeout: 120_000 }, () => {
     }
   });
 });
+
+describe('a command beside a running server (issue 15: the caching decorator sees other processes)', { timeout: 300_000 }, () => {
+  test("an import that moves a tag, run beside an offline server, is the server's very next answer, without a restart", async () => {
+    const work = mkdtempSync(join(tmpdir(), 'regmirror-beside-'));
+    const upstream = await startRegistry(join(work, 'upstream'));
+    let site: MirrorProcess | undefined;
+    try {
+      const before = makeImage('beside-before', [64 * 1024], 'oci');
+      const after = makeImage('beside-after', [96 * 1024], 'oci');
+      const list = join(work, 'list.txt');
+      writeFileSync(list, 'gcr.io/team/moving:v1\n');
+      // Two bundles of the same tag, a week apart: v1 moved at the upstream between them.
+      const bundles: string[] = [];
+      for (const [i, image] of [before, after].entries()) {
+        await pushImage(upstream.url, 'team/moving', 'v1', image);
+        const dir = join(work, `seed-${i}`);
+        mkdirSync(dir);
+        const toml = join(dir, 'mirror.toml');
+        writeFileSync(toml, mirrorToml(REGISTRIES(upstream.url), 'gcr.io'));
+        const seeded = await cli(['seed', list], toml);
+        assert.equal(seeded.code, 0, seeded.stderr + seeded.stdout);
+        const file = join(work, `bundle-${i}.tar`);
+        const exported = await cli(['export', list, '-o', file], toml);
+        assert.equal(exported.code, 0, exported.stderr + exported.stdout);
+        bundles.push(file);
+      }
+      const dir = join(work, 'site');
+      mkdirSync(dir);
+      const toml = join(dir, 'mirror.toml');
+      writeFileSync(toml, mirrorToml(`[cache]\noffline = true\n${REGISTRIES(upstream.url)}`, 'gcr.io'));
+      const first = await cli(['import', bundles[0] ?? ''], toml);
+      assert.equal(first.code, 0, first.stderr + first.stdout);
+      site = await startMirror(dir, readFileSync(toml, 'utf8'));
+      const url = `${site.url}/v2/gcr.io/team/moving/manifests/v1`;
+      const accept = { Accept: 'application/vnd.oci.image.manifest.v1+json' };
+      // Answered several times, so the tag, its manifest row and link sit in the server's memory.
+      for (let i = 0; i < 3; i++) {
+        const r = await fetch(url, { method: i === 0 ? 'GET' : 'HEAD', headers: accept });
+        if (i === 0) await r.arrayBuffer();
+        assert.equal(r.headers.get('docker-content-digest'), before.manifest.digest);
+      }
+      const second = await cli(['import', bundles[1] ?? ''], toml);
+      assert.equal(second.code, 0, second.stderr + second.stdout);
+      const head = await fetch(url, { method: 'HEAD', headers: accept });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers.get('docker-content-digest'), after.manifest.digest, 'the next HEAD answers the moved tag');
+      const get = await fetch(url, { headers: accept });
+      assert.equal(sha256(Buffer.from(await get.arrayBuffer())), after.manifest.digest, 'and GET its bytes');
+      const layer = after.layers[0];
+      assert.ok(layer !== undefined);
+      const blob = await fetch(`${site.url}/v2/gcr.io/team/moving/blobs/${layer.digest}`);
+      assert.equal(blob.status, 200, 'the imported layer is served too');
+      assert.equal(sha256(Buffer.from(await blob.arrayBuffer())), layer.digest);
+    } finally {
+      await site?.stop();
+      await upstream.stop();
+    }
+  });
+});

@@ -21,7 +21,7 @@ async function setup(content: Buffer) {
   const store = new FsBlobStore(mkdtempSync(join(tmpdir(), 'regmirror-fill-')));
   await store.init();
   const d = parseDigest(sha(content));
-  const writer = await store.createWriter(d, content.length);
+  const writer = await store.begin(d, content.length);
   return { store, d, writer, fill: new BlobFill(writer, content.length) };
 }
 
@@ -163,7 +163,7 @@ test('readers finish once the digest is verified, before the file is fsynced and
   fill.verified();
   assert.deepEqual(await reader, content, 'complete before persist');
   assert.equal(await store.stat(d), undefined, 'not yet in place');
-  await writer.persist();
+  await writer.commit();
   fill.commit();
   assert.equal(await store.stat(d), content.length);
 });
@@ -234,14 +234,14 @@ test('the download is paced to its fastest reader, who is then always served fro
   const sent = fill.sendTo(slow);
   let maxLead = 0;
   let fromFile = 0;
-  const read = writer.handle.read.bind(writer.handle) as (b: Buffer, o: number, l: number, p: number) => Promise<{ bytesRead: number }>;
-  (writer.handle as unknown as { read: typeof read }).read = async (b, o, l, p) => {
-    const r = await read(b, o, l, p);
-    fromFile += r.bytesRead;
-    return r;
+  const read = writer.readFileAt.bind(writer);
+  writer.readFileAt = async (b, o, l, p) => {
+    const n = await read(b, o, l, p);
+    fromFile += n;
+    return n;
   };
   await fill.download(chunks(content, 65536, () => (maxLead = Math.max(maxLead, fill.written - slow.received))));
-  await writer.persist();
+  await writer.commit();
   fill.commit();
   await sent;
   assert.equal(slow.received, content.length);
@@ -261,7 +261,7 @@ test('a stalled reader stops pacing: the download finishes without it', async ()
   await fill.download(chunks(content, 65536));
   assert.ok(performance.now() - t < 5_000, 'not held back by the stalled client');
   assert.ok(stalled.received < content.length);
-  await writer.persist();
+  await writer.commit();
   fill.commit();
   stalled.destroy();
   assert.match(String(await sent), /closed the connection/);

@@ -38,12 +38,12 @@ for (const direct of [true, false]) {
     for (const [i, size] of SIZES.entries()) {
       const content = pattern(size, i + 1);
       const d = parseDigest(sha(content));
-      const w = await s.createWriter(d, size);
+      const w = await s.begin(d, size);
       for (let off = 0, step = 1000; off < size; off += step, step = (step * 7) % 300_000 + 1) {
         await w.write(content.subarray(off, Math.min(size, off + step)));
       }
       await w.commit();
-      await w.handle.close();
+      await w.close();
       assert.equal(w.bytesInFile, size);
       assert.deepEqual(readFileSync(blobPath(s.dataDir, d)), content, `size ${size}`);
     }
@@ -55,9 +55,9 @@ test('with direct I/O the file follows the accepted bytes one staging block at a
   const s = await store(true);
   const content = pattern(3 * DIRECT_BLOCK + 10, 9);
   const d = parseDigest(sha(content));
-  const w = await s.createWriter(d, content.length);
+  const w = await s.begin(d, content.length);
   let grew = 0;
-  w.onFileGrow = () => grew++;
+  w.onProgress = () => grew++;
   await w.write(content.subarray(0, DIRECT_BLOCK - 1));
   assert.equal(w.bytesWritten, DIRECT_BLOCK - 1);
   assert.equal(w.bytesInFile, 0, 'a partial block is staged, not written');
@@ -66,50 +66,50 @@ test('with direct I/O the file follows the accepted bytes one staging block at a
   assert.equal(w.bytesInFile, content.length);
   assert.equal(grew, 4, 'three full blocks and the padded tail');
   const copy = Buffer.alloc(content.length + 1);
-  const { bytesRead } = await w.handle.read(copy, 0, copy.length, 0);
+  const bytesRead = await w.readFileAt(copy, 0, copy.length, 0);
   assert.equal(bytesRead, content.length, 'the padding is cut off');
   assert.deepEqual(copy.subarray(0, bytesRead), content);
-  await w.persist();
-  await w.handle.close();
+  await w.commit();
+  await w.close();
 });
 
 test('more concurrent writers than staging blocks write unstaged; all blobs are exact', async () => {
   const s = await store(true);
   const contents = Array.from({ length: 40 }, (_, i) => pattern(DIRECT_BLOCK + 100 * i, 100 + i));
-  const writers = await Promise.all(contents.map((c) => s.createWriter(parseDigest(sha(c)), c.length)));
+  const writers = await Promise.all(contents.map((c) => s.begin(parseDigest(sha(c)), c.length)));
   await Promise.all(
     writers.map(async (w, i) => {
       const c = contents[i] as Buffer;
       for (let off = 0; off < c.length; off += 65536) await w.write(c.subarray(off, off + 65536));
       await w.commit();
-      await w.handle.close();
+      await w.close();
     }),
   );
   for (const c of contents) assert.deepEqual(readFileSync(blobPath(s.dataDir, parseDigest(sha(c)))), c);
   // The staging blocks went back to the pool: a new writer is staged again.
   const c = pattern(10, 1);
-  const w = await s.createWriter(parseDigest(sha(c)), c.length);
+  const w = await s.begin(parseDigest(sha(c)), c.length);
   await w.write(c);
   assert.equal(w.bytesInFile, 0, 'staged');
   await w.commit();
-  await w.handle.close();
+  await w.close();
 });
 
 test('an aborted staged writer leaves no file and returns its blocks', async () => {
   const s = await store(true);
   for (let i = 0; i < 40; i++) {
-    const w = await s.createWriter(parseDigest(sha(Buffer.from('x'))), 3 * DIRECT_BLOCK);
+    const w = await s.begin(parseDigest(sha(Buffer.from('x'))), 3 * DIRECT_BLOCK);
     await w.write(pattern(DIRECT_BLOCK + 5, i));
     assert.equal(w.bytesInFile === 0 || w.bytesInFile === DIRECT_BLOCK, true);
     await w.abort();
-    await w.handle.close();
+    await w.close();
   }
   assert.deepEqual(readdirSync(s.tempDir), []);
-  const w = await s.createWriter(parseDigest(sha(Buffer.from('y'))), 1);
+  const w = await s.begin(parseDigest(sha(Buffer.from('y'))), 1);
   await w.write(Buffer.from('y'));
   assert.equal(w.bytesInFile, 0, 'still staged: aborts gave their blocks back');
   await w.commit();
-  await w.handle.close();
+  await w.close();
 });
 
 test('the direct I/O probe reports why it cannot be used', async () => {
@@ -124,7 +124,7 @@ test('the newest 3 to 4 MiB stay in memory for readers; older bytes only in the 
   for (const direct of [true, false]) {
     const s = await store(direct);
     const content = pattern(6 * DIRECT_BLOCK + 1234, 77);
-    const w = await s.createWriter(parseDigest(sha(content)), content.length);
+    const w = await s.begin(parseDigest(sha(content)), content.length);
     for (let off = 0; off < content.length; off += 65536) await w.write(content.subarray(off, off + 65536));
     const out = Buffer.alloc(300_000);
     assert.equal(w.copyRecent(0, out, 0, out.length), 0, 'the first MiB was reused for newer bytes');
@@ -138,10 +138,9 @@ test('the newest 3 to 4 MiB stay in memory for readers; older bytes only in the 
     await w.verify();
     assert.equal(w.bytesInFile, content.length);
     assert.equal(w.copyRecent(content.length - 10, out, 0, 10), 10, 'memory kept after verify, for the readers');
-    await w.persist();
-    await w.releaseMemory();
+    await w.commit();
     assert.equal(w.copyRecent(content.length - 10, out, 0, 10), 0, 'blocks returned once verified');
-    await w.handle.close();
+    await w.close();
     assert.deepEqual(readFileSync(blobPath(s.dataDir, parseDigest(sha(content)))), content);
   }
 });

@@ -10,11 +10,11 @@
  *
  * Import streams every blob to a temporary file in the cache while hashing it; a digest or size
  * mismatch stops the import naming the entry. Only when every blob verified and every image is
- * complete are the files moved into place and the metadata written, in one SQLite transaction:
- * a bad bundle leaves nothing behind.
+ * complete are the blobs committed and the metadata written, in one MetaStore transaction:
+ * a bad bundle leaves nothing behind. Works over the two store interfaces; the CLI only calls it.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open, rename, rm, readFile, stat } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -32,11 +32,27 @@ import {
   referencedDigests,
   type Digest,
 } from '../oci/index.ts';
-import { routeImage } from '../routing/index.ts';
-import { blobPath } from '../store/index.ts';
-import { recordManifest } from '../mirror/index.ts';
-import type { Runtime } from './runtime.ts';
-import { Progress, formatBytes } from './progress.ts';
+import { routeImage, type RoutingTable } from '../routing/index.ts';
+import type { BlobStore, BlobWriter } from '../store/index.ts';
+import type { MetaStore } from '../meta/index.ts';
+import { manifestEntry } from '../mirror/index.ts';
+import { formatBytes } from '../config/index.ts';
+
+/** What bundles work over: the two stores and the routing table that places image names. */
+export interface BundleDeps {
+  store: BlobStore;
+  meta: MetaStore;
+  routing: RoutingTable;
+}
+
+/** Progress of a long export or import (the CLI draws it; silent by default). */
+export interface BundleProgress {
+  update(done: number, total: number, label: string): void;
+  finish(): void;
+}
+
+const SILENT: BundleProgress = { update: () => undefined, finish: () => undefined };
+
 
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 export const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
@@ -82,10 +98,9 @@ function bundleName(route: { registry: string | undefined; namespace?: string; u
   return route.registry === undefined ? `${route.namespace ?? ''}/${route.upstreamRepo}` : `${route.registry}/${route.upstreamRepo}`;
 }
 
-export async function exportBundle(rt: Runtime, images: readonly string[], outFile: string, progress = new Progress()): Promise<ExportSummary> {
+export async function exportBundle(rt: BundleDeps, images: readonly string[], outFile: string, progress: BundleProgress = SILENT): Promise<ExportSummary> {
   const started = Date.now();
-  const { meta, store, provenance } = rt;
-  const dataDir = rt.config.server.dataDir;
+  const { meta, store } = rt;
   /** digest → size, in write order (children before parents, manifests after their blobs). */
   const content = new Map<string, number>();
   const entries: Descriptor[] = [];
@@ -93,7 +108,7 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
   let manifests = 0;
 
   const readManifest = async (digest: string, what: string): Promise<{ bytes: Buffer; mediaType: string }> => {
-    const rec = meta.getManifest(digest);
+    const rec = await meta.getManifest(digest);
     const bytes = rec === undefined ? undefined : await store.read(parseDigest(digest));
     if (rec === undefined || bytes === undefined) throw new BundleError(`${what}: manifest ${digest} is not in the cache; seed it first (regmirror seed)`);
     return { bytes, mediaType: rec.mediaType };
@@ -101,12 +116,12 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
   /** Collects a manifest and what it references; returns its descriptor fields. */
   const walk = async (digest: string, what: string): Promise<{ mediaType: string; size: number }> => {
     const known = content.get(digest);
-    const rec = meta.getManifest(digest);
+    const rec = await meta.getManifest(digest);
     if (known !== undefined && rec !== undefined) return { mediaType: rec.mediaType, size: known };
     const m = await readManifest(digest, what);
     if (isIndexType(m.mediaType)) {
       for (const child of referencedDigests(m.bytes).manifests) {
-        if (meta.getManifest(child) === undefined || (await store.stat(parseDigest(child))) === undefined) {
+        if ((await meta.getManifest(child)) === undefined || (await store.stat(parseDigest(child))) === undefined) {
           skippedChildren.push(`${what}: ${child}`);
           continue;
         }
@@ -127,8 +142,8 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
 
   for (const image of images) {
     const { route, tag, digest: wanted } = routeImage(image, rt.routing);
-    const digest = wanted ?? (tag === undefined ? undefined : meta.getTag(route.localRepo, tag)?.digest);
-    if (digest === undefined || !meta.hasLink(route.localRepo, digest)) {
+    const digest = wanted ?? (tag === undefined ? undefined : (await meta.getTag(route.localRepo, tag))?.digest);
+    if (digest === undefined || !(await meta.hasLink(route.localRepo, digest))) {
       throw new BundleError(`${image} is not in the cache (${route.localRepo}${tag === undefined ? '' : `:${tag}`}); seed it first (regmirror seed)`);
     }
     const m = await walk(digest, image);
@@ -136,7 +151,7 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
     const annotations: Record<string, string> = { [ANNOTATION_IMAGE_NAME]: tag === undefined ? `${name}@${digest}` : `${name}:${tag}` };
     if (tag !== undefined) annotations[ANNOTATION_REF_NAME] = tag;
     if (route.registry === undefined) annotations[A.local] = 'true';
-    const p = provenance.get(route.localRepo, digest);
+    const p = await meta.getProvenance(route.localRepo, digest);
     if (p !== undefined) {
       annotations[A.source] = p.source;
       if (p.sourceUrl !== undefined) annotations[A.sourceUrl] = p.sourceUrl;
@@ -155,13 +170,15 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
     new Promise((resolve, reject) => {
       pack.entry({ name, size: body.byteLength, mode: 0o644, mtime: new Date(0) }, body, (err) => (err ? reject(err) : resolve()));
     });
-  /** Streams a file into the tar with backpressure; resolves once the entry is complete. */
-  const addFile = async (name: string, size: number, path: string): Promise<void> => {
+  /** Streams a stored blob into the tar with backpressure; resolves once the entry is complete. */
+  const addBlob = async (name: string, size: number, d: Digest): Promise<void> => {
+    const reader = await store.open(d);
+    if (reader === undefined) throw new BundleError(`blob ${d.value} left the cache during the export; retry`);
     let entry!: ReturnType<typeof pack.entry>;
     const finished = new Promise<void>((resolve, reject) => {
       entry = pack.entry({ name, size, mode: 0o644, mtime: new Date(0) }, (err) => (err ? reject(err) : resolve()));
     });
-    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+    for await (const chunk of reader.stream(0, size)) {
       if (!entry.write(chunk as Buffer)) await new Promise<void>((r) => entry.once('drain', () => r()));
     }
     entry.end();
@@ -172,7 +189,7 @@ export async function exportBundle(rt: Runtime, images: readonly string[], outFi
     await addBytes('oci-layout', Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
     for (const [digest, size] of content) {
       const d = parseDigest(digest);
-      await addFile(`blobs/${d.algorithm}/${d.hex}`, size, blobPath(dataDir, d));
+      await addBlob(`blobs/${d.algorithm}/${d.hex}`, size, d);
       done += size;
       progress.update(done, total, `bytes (${formatBytes(done)} of ${formatBytes(total)})`);
     }
@@ -201,9 +218,11 @@ export interface ImportSummary {
   durationMs: number;
 }
 
+/** A bundle blob verified and waiting to be committed; JSON up to MAX_MANIFEST_BYTES kept in memory (manifests, configs). */
 interface Staged {
-  tempPath: string;
+  writer: BlobWriter;
   size: number;
+  json: Buffer | undefined;
 }
 
 /** Opens a bundle for reading, undoing gzip when its first bytes say so. zstd is named, not guessed. */
@@ -227,9 +246,9 @@ async function openBundle(file: string): Promise<Readable> {
   return raw;
 }
 
-export async function importBundle(rt: Runtime, file: string, progress = new Progress()): Promise<ImportSummary> {
+export async function importBundle(rt: BundleDeps, file: string, progress: BundleProgress = SILENT): Promise<ImportSummary> {
   const started = Date.now();
-  const { store, meta, provenance } = rt;
+  const { store, meta } = rt;
   const fileSize = (await stat(file).catch(() => undefined))?.size ?? 0;
   const staged = new Map<string, Staged>();
   let index: Buffer | undefined;
@@ -237,7 +256,7 @@ export async function importBundle(rt: Runtime, file: string, progress = new Pro
   let read = 0;
 
   const discardAll = async (): Promise<void> => {
-    await Promise.all([...staged.values()].map((s) => rm(s.tempPath, { force: true })));
+    await Promise.all([...staged.values()].map((s) => s.writer.abort()));
   };
 
   try {
@@ -256,20 +275,24 @@ export async function importBundle(rt: Runtime, file: string, progress = new Pro
         } catch (e) {
           throw new BundleError(`bundle entry ${name}: not a valid digest path (${(e as Error).message})`);
         }
-        const w = await store.createWriter(d, entry.header.size);
+        const w = await store.begin(d, entry.header.size);
+        const keep = entry.header.size !== undefined && entry.header.size <= MAX_MANIFEST_BYTES ? ([] as Buffer[]) : undefined;
         try {
-          for await (const chunk of entry) await w.write(chunk as Buffer);
+          for await (const chunk of entry) {
+            await w.write(chunk as Buffer);
+            keep?.push(Buffer.from(chunk as Buffer));
+          }
           await w.verify();
         } catch (e) {
           await w.abort();
           throw new BundleError(`bundle entry ${name}: ${(e as Error).message}; nothing was imported`);
         } finally {
-          await w.releaseMemory();
-          await w.handle.close();
+          await w.close(); // a verified writer is committed later; its handle need not stay open
         }
+        const json = keep === undefined ? undefined : Buffer.concat(keep);
         const old = staged.get(d.value);
-        if (old !== undefined) await rm(old.tempPath, { force: true });
-        staged.set(d.value, { tempPath: w.tempPath, size: w.bytesWritten });
+        if (old !== undefined) await old.writer.abort();
+        staged.set(d.value, { writer: w, size: w.bytesWritten, json: json !== undefined && json[0] === 0x7b ? json : undefined });
         read += w.bytesWritten;
         progress.update(Math.min(read, fileSize), fileSize, `bytes verified (${formatBytes(read)}, ${staged.size} blobs)`);
         continue;
@@ -298,19 +321,19 @@ export async function importBundle(rt: Runtime, file: string, progress = new Pro
     if (index === undefined) throw new BundleError(`${file} has no index.json`);
 
     const plan = await planImport(rt, index, staged);
-    // Everything verified and complete: move files into place, then write metadata in one transaction.
+    // Everything verified and complete: commit the blobs, then write metadata in one transaction.
     for (const digest of plan.used) {
       const s = staged.get(digest);
-      if (s !== undefined) await store.place(s.tempPath, parseDigest(digest));
+      if (s !== undefined) await s.writer.commit();
       staged.delete(digest);
     }
     await discardAll();
     const now = Date.now();
-    meta.database.transaction(() => {
-      for (const b of plan.blobs) meta.putBlob(b.repo, b.digest, b.size, now);
-      for (const m of plan.manifests) recordManifest(meta, provenance, m.repo, m.digest, m.bytes, { ...m.source, mediaType: m.mediaType, size: m.bytes.byteLength }, now);
-      for (const t of plan.tags) meta.putTag(t.repo, t.tag, t.digest, now);
-    })();
+    await meta.transaction(async (tx) => {
+      for (const b of plan.blobs) await tx.putBlob(b.repo, b.digest, b.size, now);
+      for (const m of plan.manifests) await tx.putManifest(manifestEntry(m.repo, m.digest, m.bytes, { ...m.source, mediaType: m.mediaType, size: m.bytes.byteLength }), now);
+      for (const t of plan.tags) await tx.putTag(t.repo, t.tag, t.digest, now);
+    });
     progress.finish();
     return { images: plan.images, manifests: plan.manifests.length, blobs: plan.blobs.length, bytes: plan.bytes, durationMs: Date.now() - started };
   } catch (e) {
@@ -331,7 +354,7 @@ interface ImportPlan {
 }
 
 /** Checks index.json against the staged blobs and decides what goes where. Throws BundleError. */
-async function planImport(rt: Runtime, indexBytes: Buffer, staged: ReadonlyMap<string, Staged>): Promise<ImportPlan> {
+async function planImport(rt: BundleDeps, indexBytes: Buffer, staged: ReadonlyMap<string, Staged>): Promise<ImportPlan> {
   let index: { manifests?: unknown };
   try {
     index = JSON.parse(indexBytes.toString('utf8')) as { manifests?: unknown };
@@ -346,7 +369,8 @@ async function planImport(rt: Runtime, indexBytes: Buffer, staged: ReadonlyMap<s
     const s = staged.get(digest);
     if (s === undefined) throw new BundleError(`${what}: manifest ${digest} is missing from the bundle`);
     if (s.size > MAX_MANIFEST_BYTES) throw new BundleError(`${what}: manifest ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`);
-    return readFile(s.tempPath);
+    if (s.json === undefined) throw new BundleError(`${what}: ${digest} is not a manifest (not JSON)`);
+    return s.json;
   };
   const useBlob = (repo: string, digest: string, what: string): void => {
     const s = staged.get(digest);

@@ -1,0 +1,69 @@
+/**
+ * Start-up reconciliation of the BlobStore and the MetaStore (DESIGN §5), run in the background
+ * after the server listens, in slices that yield to the event loop between them:
+ * - blob rows whose content is gone are forgotten;
+ * - stored blobs with no row (a process killed between the commit and the row: issue 14, defect 5)
+ *   get one. Content in the store was verified before it became visible, so it is adopted as it is;
+ *   its repository links come back with the manifests that reference it.
+ *   Only a process that died with the cache open can leave such blobs, so the store is listed only
+ *   when one did (its note is still in the metadata and it is not alive), or when this cache was
+ *   never reconciled; a cache whose processes all closed cleanly costs no listing.
+ */
+import { parseDigest } from '../oci/index.ts';
+import type { BlobStore } from '../store/index.ts';
+import type { MetaStore } from '../meta/index.ts';
+
+const SLICE = 200;
+
+export interface ReconcileResult {
+  forgotten: number;
+  adopted: number;
+  /** Why the store was listed; undefined when it was not. */
+  scannedAfter: string | undefined;
+}
+
+/** Reconciles `store` with `meta`. `alive(owner)` tells whether the process with that owner token lives. */
+export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner: string) => boolean): Promise<ReconcileResult> {
+  const digests: string[] = [];
+  for await (const d of meta.blobDigests()) digests.push(d);
+  let forgotten = 0;
+  for (let i = 0; i < digests.length; i += SLICE) {
+    await new Promise((r) => setImmediate(r));
+    const slice = digests.slice(i, i + SLICE);
+    const sizes = await Promise.all(
+      slice.map(async (digest) => {
+        try {
+          return await store.stat(parseDigest(digest));
+        } catch {
+          return undefined;
+        }
+      }),
+    );
+    const missing = slice.filter((_, j) => sizes[j] === undefined);
+    await meta.forgetBlobs(missing);
+    forgotten += missing.length;
+  }
+  const died = (await meta.openProcesses()).filter((owner) => !alive(owner));
+  if (died.length === 0 && (await meta.filesReconciled())) return { forgotten, adopted: 0, scannedAfter: undefined };
+
+  // Rows as they were at the start: one set lookup per blob. A blob not in it is asked about
+  // again (knows), as its row may have been written since.
+  const known = new Set(digests);
+  for await (const d of meta.manifestDigests()) known.add(d);
+  let adopted = 0;
+  let found: Array<{ digest: string; size: number }> = [];
+  const adopt = async (): Promise<void> => {
+    await meta.adoptBlobs(found, Date.now());
+    adopted += found.length;
+    found = [];
+  };
+  for await (const b of store.list()) {
+    if (known.has(b.digest) || (await meta.knows(b.digest))) continue;
+    found.push(b);
+    if (found.length >= SLICE) await adopt();
+  }
+  await adopt();
+  await meta.setFilesReconciled(true);
+  for (const owner of died) await meta.processClosed(owner);
+  return { forgotten, adopted, scannedAfter: died.length > 0 ? `${died.length} process(es) that died with the cache open` : 'first start of this cache' };
+}

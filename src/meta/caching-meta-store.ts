@@ -1,0 +1,316 @@
+/**
+ * CachingMetaStore: a MetaStore decorator that answers the hot lookups (tag → digest, manifest rows,
+ * repository links) from memory. The mirror itself keeps no metadata state: this is the one place.
+ *
+ * Staying right:
+ * - its own writes update or drop the entries they touch (inside a transaction they only drop, so a
+ *   rolled-back write leaves nothing behind);
+ * - other processes' writes (a `regmirror import` or `seed` beside a running server, another
+ *   replica) are noticed through the inner store's generation(): checked before a lookup is answered
+ *   from memory, at most once per `checkMs` (0: every lookup; cheap for SQLite, a round trip for a
+ *   networked store). A changed generation drops everything.
+ * Only positive answers are kept: an unknown tag or link is always asked again.
+ */
+import { LRUCache } from 'lru-cache';
+import type {
+  ChildManifest,
+  ManifestEntry,
+  ManifestRecord,
+  MetaStore,
+  MetaTotals,
+  ProvenanceFilter,
+  ProvenanceRecord,
+  ServeDelta,
+  TagRecord,
+} from './meta-store.ts';
+
+export interface CachingOptions {
+  /**
+   * How often, at most, the inner store's generation is checked (ms). 0: once per turn of the
+   * event loop, before the first cached answer of that turn (requests that arrived together share
+   * one check; a request arriving after another process's commit always sees it).
+   */
+  checkMs: number;
+  maxTags?: number;
+  maxManifests?: number;
+  maxLinks?: number;
+  now?: () => number;
+}
+
+/** The entries, shared by the decorator and the views it hands to transactions. */
+class Entries {
+  readonly tags: LRUCache<string, TagRecord>;
+  readonly manifests: LRUCache<string, ManifestRecord>;
+  readonly links: LRUCache<string, true>;
+  generation: string | undefined;
+  checkedAt = -Infinity;
+  /** checkMs 0: a check was made in this turn of the event loop (cleared by setImmediate). */
+  checkedThisTurn = false;
+  /**
+   * Bumped by every write through the decorator. A lookup caches what the inner store answered
+   * only if no write happened while it waited: else a slow read could put back what a write replaced.
+   */
+  writes = 0;
+
+  constructor(o: CachingOptions) {
+    this.tags = new LRUCache({ max: o.maxTags ?? 100_000 });
+    this.manifests = new LRUCache({ max: o.maxManifests ?? 100_000 });
+    this.links = new LRUCache({ max: o.maxLinks ?? 200_000 });
+  }
+
+  clear(): void {
+    this.writes++;
+    this.tags.clear();
+    this.manifests.clear();
+    this.links.clear();
+  }
+}
+
+const tagKey = (repo: string, tag: string): string => `${repo}:${tag}`;
+const linkKey = (repo: string, digest: string): string => `${repo}\n${digest}`;
+
+export class CachingMetaStore implements MetaStore {
+  private readonly e: Entries;
+  private readonly now: () => number;
+  /** Lookups answered from memory and lookups that went to the inner store (for tests and reports). */
+  readonly stats = { hits: 0, misses: 0, invalidations: 0 };
+
+  constructor(
+    private readonly inner: MetaStore,
+    private readonly options: CachingOptions,
+    /** Set for a transaction's view: writes drop entries instead of setting them. */
+    private readonly inTx = false,
+    shared?: Entries,
+  ) {
+    this.e = shared ?? new Entries(options);
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Drops everything when another process wrote since the last check (at most every checkMs). */
+  private async fresh(): Promise<void> {
+    const e = this.e;
+    if (this.options.checkMs === 0) {
+      if (e.checkedThisTurn) return;
+      e.checkedThisTurn = true;
+      setImmediate(() => {
+        e.checkedThisTurn = false;
+      });
+    } else {
+      const now = this.now();
+      if (now - e.checkedAt < this.options.checkMs) return;
+      e.checkedAt = now;
+    }
+    const g = await this.inner.generation();
+    if (g !== this.e.generation) {
+      if (this.e.generation !== undefined) {
+        this.e.clear();
+        this.stats.invalidations++;
+      }
+      this.e.generation = g;
+    }
+  }
+
+  // ------------------------------------------------------------------ tags
+
+  async getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
+    await this.fresh();
+    const key = tagKey(repo, tag);
+    const hit = this.e.tags.get(key);
+    if (hit !== undefined) {
+      this.stats.hits++;
+      return hit;
+    }
+    this.stats.misses++;
+    const w = this.e.writes;
+    const rec = await this.inner.getTag(repo, tag);
+    if (rec !== undefined && !this.inTx && w === this.e.writes) this.e.tags.set(key, rec);
+    return rec;
+  }
+
+  async putTag(repo: string, tag: string, digest: string, now: number): Promise<void> {
+    this.e.writes++;
+    this.e.tags.delete(tagKey(repo, tag));
+    await this.inner.putTag(repo, tag, digest, now);
+    if (!this.inTx) this.e.tags.set(tagKey(repo, tag), { digest, fetchedAt: now, checkedAt: now });
+  }
+
+  async touchTag(repo: string, tag: string, digest: string, now: number): Promise<void> {
+    const key = tagKey(repo, tag);
+    this.e.writes++;
+    await this.inner.touchTag(repo, tag, digest, now);
+    const rec = this.e.tags.get(key);
+    if (rec !== undefined && rec.digest === digest && !this.inTx) this.e.tags.set(key, { digest, fetchedAt: rec.fetchedAt, checkedAt: now });
+    else this.e.tags.delete(key);
+  }
+
+  listTags(repo: string): Promise<string[]> {
+    return this.inner.listTags(repo);
+  }
+
+  tagsFor(repo: string, digest: string): Promise<string[]> {
+    return this.inner.tagsFor(repo, digest);
+  }
+
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
+    this.e.writes++;
+    this.e.tags.delete(tagKey(repo, tag));
+    return this.inner.deleteTag(repo, tag);
+  }
+
+  // ------------------------------------------------------------- manifests
+
+  async getManifest(digest: string): Promise<ManifestRecord | undefined> {
+    await this.fresh();
+    const hit = this.e.manifests.get(digest);
+    if (hit !== undefined) {
+      this.stats.hits++;
+      return hit;
+    }
+    this.stats.misses++;
+    const w = this.e.writes;
+    const rec = await this.inner.getManifest(digest);
+    if (rec !== undefined && !this.inTx && w === this.e.writes) this.e.manifests.set(digest, rec);
+    return rec;
+  }
+
+  async putManifest(m: ManifestEntry, now: number): Promise<void> {
+    this.e.writes++;
+    await this.inner.putManifest(m, now);
+    if (this.inTx) return;
+    this.e.manifests.set(m.digest, { mediaType: m.provenance.mediaType, size: m.size });
+    this.e.links.set(linkKey(m.repo, m.digest), true);
+    for (const d of m.references) this.e.links.set(linkKey(m.repo, d), true);
+  }
+
+  async forgetManifest(digest: string): Promise<void> {
+    this.e.writes++;
+    this.e.manifests.delete(digest);
+    await this.inner.forgetManifest(digest);
+  }
+
+  manifestDigests(): AsyncIterable<string> {
+    return this.inner.manifestDigests();
+  }
+
+  children(digest: string): Promise<ChildManifest[]> {
+    return this.inner.children(digest);
+  }
+
+  // ----------------------------------------------------------------- blobs
+
+  getBlobSize(digest: string): Promise<number | undefined> {
+    return this.inner.getBlobSize(digest);
+  }
+
+  async putBlob(repo: string, digest: string, size: number, now: number): Promise<void> {
+    await this.inner.putBlob(repo, digest, size, now);
+    if (!this.inTx) this.e.links.set(linkKey(repo, digest), true);
+  }
+
+  noteBlobRead(digest: string, size: number, now: number): void {
+    this.inner.noteBlobRead(digest, size, now);
+  }
+
+  adoptBlobs(found: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<void> {
+    return this.inner.adoptBlobs(found, now);
+  }
+
+  forgetBlobs(digests: readonly string[]): Promise<void> {
+    return this.inner.forgetBlobs(digests);
+  }
+
+  blobDigests(): AsyncIterable<string> {
+    return this.inner.blobDigests();
+  }
+
+  knows(digest: string): Promise<boolean> {
+    return this.inner.knows(digest);
+  }
+
+  // ----------------------------------------------------------------- links
+
+  async link(repo: string, digest: string): Promise<void> {
+    await this.inner.link(repo, digest);
+    if (!this.inTx) this.e.links.set(linkKey(repo, digest), true);
+  }
+
+  async hasLink(repo: string, digest: string): Promise<boolean> {
+    await this.fresh();
+    const key = linkKey(repo, digest);
+    if (this.e.links.has(key)) {
+      this.stats.hits++;
+      return true;
+    }
+    this.stats.misses++;
+    const w = this.e.writes;
+    const linked = await this.inner.hasLink(repo, digest);
+    if (linked && !this.inTx && w === this.e.writes) this.e.links.set(key, true);
+    return linked;
+  }
+
+  async unlink(repo: string, digest: string): Promise<string[]> {
+    this.e.writes++;
+    this.e.links.delete(linkKey(repo, digest));
+    const tags = await this.inner.unlink(repo, digest);
+    for (const t of tags) this.e.tags.delete(tagKey(repo, t));
+    return tags;
+  }
+
+  // ------------------------------------------------------------ provenance
+
+  getProvenance(repo: string, digest: string): Promise<ProvenanceRecord | undefined> {
+    return this.inner.getProvenance(repo, digest);
+  }
+
+  listProvenance(f: ProvenanceFilter): Promise<ProvenanceRecord[]> {
+    return this.inner.listProvenance(f);
+  }
+
+  addCounts(serves: ReadonlyMap<string, ServeDelta>, counters: ReadonlyMap<string, number>): Promise<void> {
+    return this.inner.addCounts(serves, counters);
+  }
+
+  counters(): Promise<Record<string, number>> {
+    return this.inner.counters();
+  }
+
+  totals(): Promise<MetaTotals> {
+    return this.inner.totals();
+  }
+
+  // ------------------------------------------------------------- processes
+
+  processOpened(owner: string, now: number): Promise<void> {
+    return this.inner.processOpened(owner, now);
+  }
+
+  processClosed(owner: string): Promise<void> {
+    return this.inner.processClosed(owner);
+  }
+
+  openProcesses(): Promise<string[]> {
+    return this.inner.openProcesses();
+  }
+
+  filesReconciled(): Promise<boolean> {
+    return this.inner.filesReconciled();
+  }
+
+  setFilesReconciled(done: boolean): Promise<void> {
+    return this.inner.setFilesReconciled(done);
+  }
+
+  // --------------------------------------------------------------- control
+
+  generation(): Promise<string> {
+    return this.inner.generation();
+  }
+
+  transaction<T>(fn: (tx: MetaStore) => Promise<T>): Promise<T> {
+    return this.inner.transaction((tx) => fn(new CachingMetaStore(tx, this.options, true, this.e)));
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * The MetaStore seam (DESIGN §5): everything the mirror knows *about* content — tags, manifests and
+ * their children, blobs, which repository holds what, provenance and counters, the processes that
+ * have the cache open. Bytes live in the BlobStore; nothing outside src/meta/ sees SQL or a database
+ * handle. `SqliteMetaStore` (embedded default) implements it; `CachingMetaStore` is a decorator
+ * with the same interface that keeps hot lookups in memory and notices other processes' writes.
+ *
+ * Every method may be asynchronous, so that a networked database fits the same contract.
+ * Contracts every implementation keeps (test/contract/meta-store.contract.ts checks them):
+ * - "Unknown" is an answer: lookups return undefined / [] / false; they throw only when the store
+ *   itself fails (a MetaStoreError, or the driver's error as its cause).
+ * - Writes are idempotent: recording what is already recorded changes nothing but times.
+ * - transaction(fn): every write made through the `tx` handed to fn commits together or not at
+ *   all; fn must use `tx`, never the outer store, and must not wait on the network.
+ * - generation() changes whenever another process (another command on the same data dir, another
+ *   replica) committed a write; this process's own writes need not change it.
+ */
+
+export interface TagRecord {
+  digest: string;
+  /** When the tag was last set to this digest (ms). */
+  fetchedAt: number;
+  /** When the upstream last confirmed it (ms): the tag TTL counts from here. */
+  checkedAt: number;
+}
+
+export interface ManifestRecord {
+  mediaType: string;
+  size: number;
+}
+
+export interface ProvenanceSource {
+  registry: string;
+  repository: string;
+  mediaType: string;
+  size: number;
+  source: 'upstream' | 'push' | 'import';
+  /** Endpoint URL for upstream content (never with credentials). */
+  sourceUrl?: string;
+  upstreamDigest?: string;
+}
+
+export interface ProvenanceRecord extends ProvenanceSource {
+  repo: string;
+  digest: string;
+  firstFetched: number;
+  lastChecked?: number;
+  lastServed?: number;
+  hits: number;
+  misses: number;
+}
+
+export interface ChildManifest {
+  digest: string;
+  mediaType?: string;
+  platform?: string;
+}
+
+/** A manifest to record: its row, the digests it references (linked to `repo`), children, provenance. */
+export interface ManifestEntry {
+  repo: string;
+  digest: string;
+  size: number;
+  /** Every blob and manifest digest the manifest references. */
+  references: readonly string[];
+  /** For an index: its platform manifests, in order. */
+  children: readonly ChildManifest[];
+  provenance: ProvenanceSource;
+}
+
+/** Counter deltas for one (repo, digest). */
+export interface ServeDelta {
+  hits: number;
+  misses: number;
+  lastServed: number;
+}
+
+export interface ProvenanceFilter {
+  registry?: string;
+  repository?: string;
+  /** Only records first fetched at or after this time (ms). */
+  since?: number;
+  limit: number;
+  offset: number;
+}
+
+export interface MetaTotals {
+  manifests: number;
+  hits: number;
+  misses: number;
+  blobs: number;
+  blobBytes: number;
+}
+
+/** A failure of the metadata store itself (not an unknown key). */
+export class MetaStoreError extends Error {
+  readonly code = 'META_UNAVAILABLE';
+  constructor(message: string, opts?: { cause?: unknown }) {
+    super(message, opts);
+    this.name = 'MetaStoreError';
+  }
+}
+
+export interface MetaStore {
+  // ------------------------------------------------------------------ tags
+  getTag(repo: string, tag: string): Promise<TagRecord | undefined>;
+  /** Sets tag → digest, fetched and checked `now`. */
+  putTag(repo: string, tag: string, digest: string, now: number): Promise<void>;
+  /** Refreshes a tag's check time when it still points at `digest`; also the provenance record's. */
+  touchTag(repo: string, tag: string, digest: string, now: number): Promise<void>;
+  /** The tags of `repo`, sorted. */
+  listTags(repo: string): Promise<string[]>;
+  /** The tags of `repo` pointing at `digest`, sorted. */
+  tagsFor(repo: string, digest: string): Promise<string[]>;
+  /** Deletes a tag; false when there was none. */
+  deleteTag(repo: string, tag: string): Promise<boolean>;
+
+  // ------------------------------------------------------------- manifests
+  getManifest(digest: string): Promise<ManifestRecord | undefined>;
+  /** Records a stored manifest, links it and its references to its repo, children and provenance, atomically. */
+  putManifest(m: ManifestEntry, now: number): Promise<void>;
+  /** Forgets a manifest row (its bytes are gone). */
+  forgetManifest(digest: string): Promise<void>;
+  manifestDigests(): AsyncIterable<string>;
+  /** An index's platform manifests, in order ([] for none or unknown). */
+  children(digest: string): Promise<ChildManifest[]>;
+
+  // ----------------------------------------------------------------- blobs
+  getBlobSize(digest: string): Promise<number | undefined>;
+  /** Records a committed blob and links it to `repo`. */
+  putBlob(repo: string, digest: string, size: number, now: number): Promise<void>;
+  /**
+   * Notes that a blob was read now. Buffered: implementations batch these off the hot path and
+   * write them within seconds and on close(); a blob whose row is missing gets it back.
+   */
+  noteBlobRead(digest: string, size: number, now: number): void;
+  /** Records blobs found in the BlobStore without a row (reconciliation). */
+  adoptBlobs(found: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<void>;
+  forgetBlobs(digests: readonly string[]): Promise<void>;
+  blobDigests(): AsyncIterable<string>;
+  /** True when `digest` has a blob or a manifest row. */
+  knows(digest: string): Promise<boolean>;
+
+  // ----------------------------------------------------------------- links
+  link(repo: string, digest: string): Promise<void>;
+  /** True when `repo` is known to hold `digest` (fetched through it, or referenced by its manifests). */
+  hasLink(repo: string, digest: string): Promise<boolean>;
+  /** Removes `digest` from `repo` and every tag of `repo` pointing at it; returns those tags. */
+  unlink(repo: string, digest: string): Promise<string[]>;
+
+  // ------------------------------------------------------------ provenance
+  getProvenance(repo: string, digest: string): Promise<ProvenanceRecord | undefined>;
+  /** Records, newest first, filtered, with offset paging. */
+  listProvenance(f: ProvenanceFilter): Promise<ProvenanceRecord[]>;
+  /** Applies a batch of serve counts and global counter deltas. */
+  addCounts(serves: ReadonlyMap<string, ServeDelta>, counters: ReadonlyMap<string, number>): Promise<void>;
+  counters(): Promise<Record<string, number>>;
+  totals(): Promise<MetaTotals>;
+
+  // ------------------------------------------------------------- processes
+  /** Notes that process `owner` (store/owner.ts) has the cache open; processClosed removes it. */
+  processOpened(owner: string, now: number): Promise<void>;
+  processClosed(owner: string): Promise<void>;
+  /** Owner tokens of processes that opened the cache and did not close it (alive, or killed). */
+  openProcesses(): Promise<string[]>;
+  /** Whether the BlobStore was ever reconciled with the rows. */
+  filesReconciled(): Promise<boolean>;
+  setFilesReconciled(done: boolean): Promise<void>;
+
+  // --------------------------------------------------------------- control
+  /** A value that changes when another process committed a write. */
+  generation(): Promise<string>;
+  transaction<T>(fn: (tx: MetaStore) => Promise<T>): Promise<T>;
+  /** Writes what is buffered and closes the store. */
+  close(): Promise<void>;
+}

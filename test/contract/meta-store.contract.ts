@@ -1,0 +1,199 @@
+/**
+ * The MetaStore contract (src/meta/meta-store.ts), run against every implementation and the
+ * caching decorator: unknown is an answer, writes are idempotent, links and tags follow unlink,
+ * transactions commit together or not at all, buffered blob reads reach the store by close, and
+ * generation() moves when another process (a second connection) writes.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ManifestEntry, MetaStore } from '../../src/meta/index.ts';
+
+export interface MetaStoreFixture {
+  meta: MetaStore;
+  /** A second, independent handle on the same data (another process); closed by the fixture. */
+  other(): Promise<MetaStore>;
+  /** Reopens the data after meta.close() (persistence). */
+  reopen(): Promise<MetaStore>;
+  cleanup(): Promise<void>;
+}
+
+const D = (n: number): string => `sha256:${n.toString(16).padStart(64, '0')}`;
+
+function entry(repo: string, digest: string, refs: string[] = [], children: ManifestEntry['children'] = []): ManifestEntry {
+  return {
+    repo,
+    digest,
+    size: 123,
+    references: refs,
+    children,
+    provenance: { registry: 'gcr.io', repository: repo.replace(/^gcr\.io\//, ''), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 123, source: 'upstream', sourceUrl: 'https://gcr.io' },
+  };
+}
+
+const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+async function all(it: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const x of it) out.push(x);
+  return out.sort();
+}
+
+export function metaStoreContract(name: string, make: () => Promise<MetaStoreFixture>): void {
+  const withMeta = (title: string, fn: (f: MetaStoreFixture) => Promise<void>): void => {
+    test(`${name}: ${title}`, async () => {
+      const f = await make();
+      try {
+        await fn(f);
+      } finally {
+        await f.cleanup();
+      }
+    });
+  };
+
+  withMeta('unknown is an answer, not an error', async ({ meta }) => {
+    assert.equal(await meta.getTag('gcr.io/a', 'latest'), undefined);
+    assert.equal(await meta.getManifest(D(1)), undefined);
+    assert.equal(await meta.getBlobSize(D(1)), undefined);
+    assert.equal(await meta.hasLink('gcr.io/a', D(1)), false);
+    assert.equal(await meta.knows(D(1)), false);
+    assert.equal(await meta.deleteTag('gcr.io/a', 'latest'), false);
+    assert.deepEqual(await meta.unlink('gcr.io/a', D(1)), []);
+    assert.deepEqual(await meta.listTags('gcr.io/a'), []);
+    assert.deepEqual(await meta.children(D(1)), []);
+    assert.equal(await meta.getProvenance('gcr.io/a', D(1)), undefined);
+  });
+
+  withMeta('tags: put, touch (only for the same digest), list sorted, delete', async ({ meta }) => {
+    await meta.putTag('gcr.io/a', 'v2', D(2), 1000);
+    await meta.putTag('gcr.io/a', 'v1', D(1), 1000);
+    assert.deepEqual(await meta.getTag('gcr.io/a', 'v1'), { digest: D(1), fetchedAt: 1000, checkedAt: 1000 });
+    await meta.touchTag('gcr.io/a', 'v1', D(1), 2000);
+    assert.equal((await meta.getTag('gcr.io/a', 'v1'))?.checkedAt, 2000);
+    await meta.touchTag('gcr.io/a', 'v1', D(9), 3000);
+    assert.equal((await meta.getTag('gcr.io/a', 'v1'))?.checkedAt, 2000, 'a touch for another digest changes nothing');
+    await meta.putTag('gcr.io/a', 'v1', D(3), 4000);
+    assert.deepEqual(await meta.getTag('gcr.io/a', 'v1'), { digest: D(3), fetchedAt: 4000, checkedAt: 4000 });
+    assert.deepEqual(await meta.listTags('gcr.io/a'), ['v1', 'v2']);
+    assert.deepEqual(await meta.tagsFor('gcr.io/a', D(3)), ['v1']);
+    assert.equal(await meta.deleteTag('gcr.io/a', 'v1'), true);
+    assert.equal(await meta.getTag('gcr.io/a', 'v1'), undefined);
+  });
+
+  withMeta('a manifest links itself and its references to its repository only, with children and provenance', async ({ meta }) => {
+    await meta.putManifest(entry('gcr.io/a', D(10), [D(11), D(12)], [{ digest: D(12), mediaType: 'application/vnd.oci.image.manifest.v1+json', platform: 'linux/amd64' }]), 5000);
+    await meta.putManifest(entry('gcr.io/a', D(10), [D(11), D(12)]), 6000);
+    assert.deepEqual(await meta.getManifest(D(10)), { mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 123 });
+    for (const d of [D(10), D(11), D(12)]) assert.equal(await meta.hasLink('gcr.io/a', d), true);
+    assert.equal(await meta.hasLink('gcr.io/b', D(10)), false);
+    assert.deepEqual(await meta.children(D(10)), [{ digest: D(12), mediaType: 'application/vnd.oci.image.manifest.v1+json', platform: 'linux/amd64' }]);
+    const p = await meta.getProvenance('gcr.io/a', D(10));
+    assert.equal(p?.firstFetched, 5000);
+    assert.equal(p?.lastChecked, 6000);
+    assert.equal(p?.source, 'upstream');
+    assert.deepEqual(await all(meta.manifestDigests()), [D(10)]);
+    assert.equal(await meta.knows(D(10)), true);
+    await meta.forgetManifest(D(10));
+    assert.equal(await meta.getManifest(D(10)), undefined);
+  });
+
+  withMeta('unlink removes the link and the tags pointing at the digest, in that repository only', async ({ meta }) => {
+    await meta.putManifest(entry('gcr.io/a', D(20)), 1);
+    await meta.putManifest(entry('gcr.io/b', D(20)), 1);
+    await meta.putTag('gcr.io/a', 'x', D(20), 1);
+    await meta.putTag('gcr.io/a', 'y', D(20), 1);
+    await meta.putTag('gcr.io/b', 'x', D(20), 1);
+    assert.equal(await meta.hasLink('gcr.io/a', D(20)), true);
+    assert.deepEqual(await meta.unlink('gcr.io/a', D(20)), ['x', 'y']);
+    assert.equal(await meta.hasLink('gcr.io/a', D(20)), false);
+    assert.equal(await meta.getTag('gcr.io/a', 'x'), undefined);
+    assert.equal((await meta.getTag('gcr.io/b', 'x'))?.digest, D(20));
+    assert.equal(await meta.hasLink('gcr.io/b', D(20)), true);
+  });
+
+  withMeta('blobs: put links, adopt and forget, reads buffered until close', async (f) => {
+    const { meta } = f;
+    await meta.putBlob('gcr.io/a', D(30), 42, 1);
+    assert.equal(await meta.getBlobSize(D(30)), 42);
+    assert.equal(await meta.hasLink('gcr.io/a', D(30)), true);
+    await meta.adoptBlobs([{ digest: D(31), size: 7 }], 2);
+    assert.deepEqual(await all(meta.blobDigests()), [D(30), D(31)]);
+    await meta.forgetBlobs([D(30), D(31)]);
+    assert.deepEqual(await all(meta.blobDigests()), []);
+    meta.noteBlobRead(D(32), 99, 3);
+    await meta.close();
+    const again = await f.reopen();
+    assert.equal(await again.getBlobSize(D(32)), 99, 'a read blob without a row gets it back');
+  });
+
+  withMeta('counters add up; totals count manifests, hits, misses, blobs and bytes', async ({ meta }) => {
+    await meta.putManifest(entry('gcr.io/a', D(40)), 1);
+    await meta.putBlob('gcr.io/a', D(41), 1000, 1);
+    await meta.addCounts(new Map([[`gcr.io/a\n${D(40)}`, { hits: 2, misses: 1, lastServed: 9 }]]), new Map([['blob_hits', 3]]));
+    await meta.addCounts(new Map(), new Map([['blob_hits', 4]]));
+    assert.deepEqual(await meta.counters(), { blob_hits: 7 });
+    assert.deepEqual(await meta.totals(), { manifests: 1, hits: 2, misses: 1, blobs: 1, blobBytes: 1000 });
+    const p = await meta.getProvenance('gcr.io/a', D(40));
+    assert.equal(p?.lastServed, 9);
+    const listed = await meta.listProvenance({ registry: 'gcr.io', limit: 10, offset: 0 });
+    assert.deepEqual(listed.map((r) => r.digest), [D(40)]);
+  });
+
+  withMeta('a transaction commits every write together, or none when its fn throws', async ({ meta }) => {
+    await meta.transaction(async (tx) => {
+      await tx.putTag('gcr.io/a', 'one', D(50), 1);
+      await tx.putBlob('gcr.io/a', D(51), 5, 1);
+    });
+    assert.equal((await meta.getTag('gcr.io/a', 'one'))?.digest, D(50));
+    await assert.rejects(
+      meta.transaction(async (tx) => {
+        await tx.putTag('gcr.io/a', 'two', D(52), 1);
+        assert.equal((await tx.getTag('gcr.io/a', 'two'))?.digest, D(52), 'the transaction sees its own writes');
+        throw new Error('changed my mind');
+      }),
+      /changed my mind/,
+    );
+    assert.equal(await meta.getTag('gcr.io/a', 'two'), undefined);
+  });
+
+  withMeta('calls from outside a transaction wait for it: they never land in it', async ({ meta }) => {
+    let outside: Promise<void> | undefined;
+    await assert.rejects(
+      meta.transaction(async (tx) => {
+        await tx.putTag('gcr.io/a', 'in', D(60), 1);
+        outside = meta.putTag('gcr.io/a', 'out', D(61), 1);
+        await new Promise((r) => setTimeout(r, 20));
+        throw new Error('roll back');
+      }),
+      /roll back/,
+    );
+    await outside;
+    assert.equal(await meta.getTag('gcr.io/a', 'in'), undefined);
+    assert.equal((await meta.getTag('gcr.io/a', 'out'))?.digest, D(61), 'the outside write was not rolled back with it');
+  });
+
+  withMeta("another process's writes move generation() and are seen", async (f) => {
+    const { meta } = f;
+    await meta.putTag('gcr.io/a', 'moving', D(70), 1);
+    assert.equal((await meta.getTag('gcr.io/a', 'moving'))?.digest, D(70));
+    const g1 = await meta.generation();
+    const other = await f.other();
+    await other.putTag('gcr.io/a', 'moving', D(71), 2);
+    assert.notEqual(await meta.generation(), g1);
+    await nextTurn(); // the next request arrives in a later turn of the event loop
+    assert.equal((await meta.getTag('gcr.io/a', 'moving'))?.digest, D(71), 'the next lookup sees the other write');
+    await other.unlink('gcr.io/a', D(71));
+    await nextTurn();
+    assert.equal(await meta.getTag('gcr.io/a', 'moving'), undefined);
+  });
+
+  withMeta('process notes: opened, listed, closed; the reconciled flag persists', async ({ meta }) => {
+    await meta.processOpened('p1-1', 1);
+    await meta.processOpened('p2-2', 1);
+    assert.deepEqual((await meta.openProcesses()).sort(), ['p1-1', 'p2-2']);
+    await meta.processClosed('p1-1');
+    assert.deepEqual(await meta.openProcesses(), ['p2-2']);
+    assert.equal(await meta.filesReconciled(), false);
+    await meta.setFilesReconciled(true);
+    assert.equal(await meta.filesReconciled(), true);
+  });
+}
