@@ -163,12 +163,17 @@ async function cacheCommand(command: string, config: Config, arg: string, opts: 
   }
 }
 
-function configCommand(config: Config, runtime: string, values: OptionValues, o: Partial<ClientConfigOptions> & { out?: string }): number {
-  if (!(RUNTIMES as readonly string[]).includes(runtime)) throw new UsageError(`unknown runtime "${runtime}": use one of ${RUNTIMES.join(', ')}`);
+/** Refuses an unknown RUNTIME and options that do not apply to it (before any configuration is read). */
+function checkConfigOptions(runtime: string, values: OptionValues): void {
+  if (!(RUNTIMES as readonly string[]).includes(runtime)) throw new UsageError(`unknown runtime "${runtime}": use one of ${RUNTIMES.join(', ')}`, 'config');
   for (const [option, runtimes] of Object.entries(CONFIG_OPTION_RUNTIMES)) {
     if (values[option] !== undefined && !runtimes.includes(runtime)) throw new UsageError(`--${option} does not apply to ${runtime}: it is for ${runtimes.join(', ')}`, 'config');
   }
-  if (o.mirrorUrl === undefined) throw new UsageError('config needs --mirror-url URL: where clients reach the mirror (e.g. https://mirror.example:5000)');
+  if (values['mirror-url'] === undefined) throw new UsageError('config needs --mirror-url URL: where clients reach the mirror (e.g. https://mirror.example:5000)', 'config');
+}
+
+function configCommand(config: Config, runtime: string, o: Partial<ClientConfigOptions> & { out?: string }): number {
+  if (o.mirrorUrl === undefined) throw new UsageError('config needs --mirror-url URL: where clients reach the mirror (e.g. https://mirror.example:5000)', 'config');
   let generated;
   try {
     generated = clientConfig(config, runtime as Runtime, { mirrorUrl: o.mirrorUrl, noFallback: o.noFallback === true, digestOnly: o.digestOnly === true, defaultHost: o.defaultHost === true, ...(o.ca === undefined ? {} : { ca: o.ca }), ...(o.namespace === undefined ? {} : { namespace: o.namespace }), ...(o.credentials === undefined ? {} : { credentials: o.credentials }) });
@@ -218,6 +223,7 @@ async function main(argv: string[]): Promise<number> {
     const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError('--concurrency must be a whole number from 1 to 64', name);
     if (name === 'export' && values.output === undefined) throw new UsageError('export needs -o FILE (the bundle to write)', name);
+    if (name === 'config') checkConfigOptions(args[0] ?? '', values);
     const config = loadOrExplain(str(values.config));
     if (config === undefined) return 2;
     if (name === 'serve') return await serveCommand(config);
@@ -227,7 +233,7 @@ async function main(argv: string[]): Promise<number> {
       const out = str(values.out);
       const namespace = str(values.namespace);
       const credentials = str(values.credentials);
-      return configCommand(config, args[0] ?? '', values, {
+      return configCommand(config, args[0] ?? '', {
         ...(mirrorUrl === undefined ? {} : { mirrorUrl }),
         ...(ca === undefined ? {} : { ca }),
         ...(out === undefined ? {} : { out }),

@@ -58,7 +58,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   });
   // Abandoned uploads are removed a while after their last write.
   const sweepUploads = (): void => {
-    uploads.sweep(config.uploads.abandonAfterMs).then(
+    pusher.sweepUploads(config.uploads.abandonAfterMs).then(
       (n) => n > 0 && log.info({ removed: n }, 'removed abandoned uploads'),
       (e: unknown) => log.warn({ err: (e as Error).message }, 'upload sweep failed'),
     );

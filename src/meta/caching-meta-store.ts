@@ -22,6 +22,7 @@ import type {
   ProvenanceRecord,
   ServeDelta,
   TagRecord,
+  UploadRecord,
 } from './meta-store.ts';
 
 export interface CachingOptions {
@@ -276,6 +277,28 @@ export class CachingMetaStore implements MetaStore {
 
   totals(): Promise<MetaTotals> {
     return this.inner.totals();
+  }
+
+  // --------------------------------------------------------------- uploads
+
+  putUpload(id: string, repo: string, now: number): Promise<void> {
+    return this.inner.putUpload(id, repo, now);
+  }
+
+  getUpload(id: string): Promise<UploadRecord | undefined> {
+    return this.inner.getUpload(id);
+  }
+
+  touchUpload(id: string, now: number): Promise<void> {
+    return this.inner.touchUpload(id, now);
+  }
+
+  deleteUpload(id: string): Promise<void> {
+    return this.inner.deleteUpload(id);
+  }
+
+  uploadsIdleSince(before: number): Promise<string[]> {
+    return this.inner.uploadsIdleSince(before);
   }
 
   // ------------------------------------------------------------- processes

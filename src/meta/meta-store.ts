@@ -1,14 +1,14 @@
 /**
  * The MetaStore seam (DESIGN §5): everything the mirror knows *about* content — tags, manifests and
- * their children, blobs, which repository holds what, provenance and counters, the processes that
- * have the cache open. Bytes live in the BlobStore; nothing outside src/meta/ sees SQL or a database
+ * their children, blobs, which repository holds what, provenance and counters, upload sessions,
+ * the processes that have the cache open. Bytes live in the BlobStore; nothing outside src/meta/ sees SQL or a database
  * handle. `SqliteMetaStore` (embedded default) implements it; `CachingMetaStore` is a decorator
  * with the same interface that keeps hot lookups in memory and notices other processes' writes.
  *
  * Every method may be asynchronous, so that a networked database fits the same contract.
  * Contracts every implementation keeps (test/contract/meta-store.contract.ts checks them):
  * - "Unknown" is an answer: lookups return undefined / [] / false; they throw only when the store
- *   itself fails (a MetaStoreError, or the driver's error as its cause).
+ *   itself fails (a MetaStoreError, or the driver's own error: isMetaStoreFailure tells them).
  * - Writes are idempotent: recording what is already recorded changes nothing but times.
  * - transaction(fn): every write made through the `tx` handed to fn commits together or not at
  *   all; fn must use `tx`, never the outer store, and must not wait on the network.
@@ -84,6 +84,13 @@ export interface ProvenanceFilter {
   offset: number;
 }
 
+/** A blob upload in progress (push API): the repository it belongs to and when it last moved. */
+export interface UploadRecord {
+  repo: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
 export interface MetaTotals {
   manifests: number;
   hits: number;
@@ -99,6 +106,16 @@ export class MetaStoreError extends Error {
     super(message, opts);
     this.name = 'MetaStoreError';
   }
+}
+
+/**
+ * True for a failure of a metadata store itself: a MetaStoreError, or the error of the driver
+ * underneath (better-sqlite3's SqliteError, code SQLITE_*), which implementations let through.
+ */
+export function isMetaStoreFailure(e: unknown): boolean {
+  if (e instanceof MetaStoreError) return true;
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_');
 }
 
 export interface MetaStore {
@@ -156,6 +173,16 @@ export interface MetaStore {
   addCounts(serves: ReadonlyMap<string, ServeDelta>, counters: ReadonlyMap<string, number>): Promise<void>;
   counters(): Promise<Record<string, number>>;
   totals(): Promise<MetaTotals>;
+
+  // --------------------------------------------------------------- uploads
+  /** Records a new upload session of `repo` (its bytes live in the store's upload area). */
+  putUpload(id: string, repo: string, now: number): Promise<void>;
+  getUpload(id: string): Promise<UploadRecord | undefined>;
+  /** Notes that an upload received bytes now. */
+  touchUpload(id: string, now: number): Promise<void>;
+  deleteUpload(id: string): Promise<void>;
+  /** Ids of uploads that have not moved since `before` (ms). */
+  uploadsIdleSince(before: number): Promise<string[]>;
 
   // ------------------------------------------------------------- processes
   /** Notes that process `owner` (store/owner.ts) has the cache open; processClosed removes it. */

@@ -19,10 +19,11 @@ import type {
   ProvenanceRecord,
   ServeDelta,
   TagRecord,
+  UploadRecord,
 } from './meta-store.ts';
 
-/** 1: blobs, manifests, tags, repo links. 2: provenance records, index children, counters. */
-export const SCHEMA_VERSION = 2;
+/** 1: blobs, manifests, tags, repo links. 2: provenance records, index children, counters. 3: upload sessions. */
+export const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -78,6 +79,12 @@ CREATE TABLE IF NOT EXISTS manifest_children (
   PRIMARY KEY (parent, child)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+  id          TEXT PRIMARY KEY,
+  repo        TEXT NOT NULL,
+  created_at  INTEGER NOT NULL,
+  updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
 `;
 
 interface Row {
@@ -175,6 +182,11 @@ class SqliteTables {
       metaDelete: db.prepare<[string]>('DELETE FROM meta WHERE key = ?'),
       processes: db.prepare<[], { key: string }>("SELECT key FROM meta WHERE key LIKE 'process:%'"),
       dataVersion: db.prepare<[], { data_version: number }>('PRAGMA data_version'),
+      putUpload: db.prepare<[string, string, number, number]>('INSERT INTO uploads (id, repo, created_at, updated_at) VALUES (?, ?, ?, ?)'),
+      getUpload: db.prepare<[string], { repo: string; created_at: number; updated_at: number }>('SELECT repo, created_at, updated_at FROM uploads WHERE id = ?'),
+      touchUpload: db.prepare<[number, string]>('UPDATE uploads SET updated_at = ? WHERE id = ?'),
+      deleteUpload: db.prepare<[string]>('DELETE FROM uploads WHERE id = ?'),
+      idleUploads: db.prepare<[number], { id: string }>('SELECT id FROM uploads WHERE updated_at < ?'),
       provRecord: db.prepare<[string, string, string, string, string, number, string, string | null, string | null, number, number]>(
         `INSERT INTO provenance (repo, digest, registry, repository, media_type, size, source, source_url, upstream_digest, first_fetched, last_checked)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -357,6 +369,27 @@ class SqliteTables {
     const t = this.st.totals.get();
     const b = this.st.blobTotals.get();
     return { manifests: t?.manifests ?? 0, hits: t?.hits ?? 0, misses: t?.misses ?? 0, blobs: b?.blobs ?? 0, blobBytes: b?.bytes ?? 0 };
+  }
+
+  putUpload(id: string, repo: string, now: number): void {
+    this.st.putUpload.run(id, repo, now, now);
+  }
+
+  getUpload(id: string): UploadRecord | undefined {
+    const r = this.st.getUpload.get(id);
+    return r === undefined ? undefined : { repo: r.repo, createdAt: r.created_at, updatedAt: r.updated_at };
+  }
+
+  touchUpload(id: string, now: number): void {
+    this.st.touchUpload.run(now, id);
+  }
+
+  deleteUpload(id: string): void {
+    this.st.deleteUpload.run(id);
+  }
+
+  uploadsIdleSince(before: number): string[] {
+    return this.st.idleUploads.all(before).map((r) => r.id);
   }
 
   metaGet(key: string): string | undefined {
@@ -554,6 +587,31 @@ export class SqliteMetaStore implements MetaStore {
   async totals(): Promise<MetaTotals> {
     await this.wait();
     return this.t.totals();
+  }
+
+  async putUpload(id: string, repo: string, now: number): Promise<void> {
+    await this.wait();
+    this.t.putUpload(id, repo, now);
+  }
+
+  async getUpload(id: string): Promise<UploadRecord | undefined> {
+    await this.wait();
+    return this.t.getUpload(id);
+  }
+
+  async touchUpload(id: string, now: number): Promise<void> {
+    await this.wait();
+    this.t.touchUpload(id, now);
+  }
+
+  async deleteUpload(id: string): Promise<void> {
+    await this.wait();
+    this.t.deleteUpload(id);
+  }
+
+  async uploadsIdleSince(before: number): Promise<string[]> {
+    await this.wait();
+    return this.t.uploadsIdleSince(before);
   }
 
   async processOpened(owner: string, now: number): Promise<void> {

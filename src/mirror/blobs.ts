@@ -5,13 +5,14 @@
  * first); a full cache disk relays without caching. Answers are BlobResult objects (blob-results.ts).
  */
 import { RegistryError, parseDigest, type Digest, type ManifestJson } from '../oci/index.ts';
-import { BlobVerifyError, isStorageError, storageUnavailable } from '../store/index.ts';
+import { BlobVerifyError, isStorageError } from '../store/index.ts';
 import type { Route } from '../routing/index.ts';
 import { UpstreamError, type BlobFetch, type UpstreamClient } from '../upstream/index.ts';
 import { BlobFill } from './blob-fill.ts';
 import { RelayBlob } from './blob-relay.ts';
 import { FillBlob, HeadMiss, HitBlob } from './blob-results.ts';
 import { upstreamFor, type MirrorContext } from './context.ts';
+import { storageUnavailable } from './upstream-errors.ts';
 import type { BlobResult } from './types.ts';
 
 /** Free space past a blob's size at which the cache does not look further (statfs only). */
@@ -117,8 +118,7 @@ export class Blobs {
     }
     if (needsLength && size === undefined) {
       res.body.destroy();
-      // 507 Insufficient Storage (RFC 4918 §11.5): the mirror's own disk, not the upstream, is the cause.
-      throw new RegistryError('UNAVAILABLE', `the mirror's cache disk is full and ${route.registry} does not say how long blob ${d.value} is, which an HTTP/1.0 client needs; free space on the mirror or retry over HTTP/1.1`, { status: 507 });
+      throw new RegistryError('CACHE_FULL', `the mirror's cache disk is full and ${route.registry} does not say how long blob ${d.value} is, which an HTTP/1.0 client needs; free space on the mirror or retry over HTTP/1.1`);
     }
     ctx.log.info({ registry: route.registry, repo: route.upstreamRepo, digest: d.value, bytes: size }, 'cache disk full: relaying blob without caching');
     return new RelayBlob(d, size, res.body, (bytes) => {

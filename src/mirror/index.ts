@@ -7,3 +7,4 @@ export * from './provenance-query.ts';
 export * from './manifest-record.ts';
 export * from './push.ts';
 export * from './warm-up.ts';
+export * from './upstream-errors.ts';

@@ -14,13 +14,13 @@ import {
   parseManifestJson,
   type Digest,
 } from '../oci/index.ts';
-import { storageUnavailable } from '../store/index.ts';
 import type { TagRecord } from '../meta/index.ts';
 import type { Route } from '../routing/index.ts';
 import { UpstreamError, type UpstreamClient } from '../upstream/index.ts';
 import { SingleFlight } from './single-flight.ts';
 import { manifestEntry } from './manifest-record.ts';
 import { upstreamFor, type MirrorContext } from './context.ts';
+import { storageUnavailable } from './upstream-errors.ts';
 import type { Blobs } from './blobs.ts';
 import type { CacheResult, ManifestResult, TagsResult } from './types.ts';
 
@@ -172,7 +172,7 @@ export class Manifests {
     const res = await up.getManifest(route.upstreamRepo, reference);
     const mediaType = manifestMediaType(res.contentType, res.body);
     if (mediaType === undefined) {
-      throw new RegistryError('UNSUPPORTED', `${route.registry} served a manifest of an unsupported type (${res.contentType ?? 'none'}); Docker schema 1 is not supported`, { status: 400 });
+      throw new RegistryError('BAD_REQUEST', `${route.registry} served a manifest of an unsupported type (${res.contentType ?? 'none'}); Docker schema 1 is not supported`);
     }
     const wanted = reference.includes(':') ? parseDigest(reference) : undefined;
     const algorithm = wanted?.algorithm ?? (res.digestHeader?.startsWith('sha512:') === true ? 'sha512' : 'sha256');

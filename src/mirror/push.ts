@@ -15,12 +15,12 @@ import {
   parseDigest,
   type Digest,
 } from '../oci/index.ts';
-import type { BlobStore, FsUploadStore } from '../store/index.ts';
-import { storageUnavailable } from '../store/index.ts';
+import { FsUploadStore, type BlobStore } from '../store/index.ts';
 import type { MetaStore } from '../meta/index.ts';
 import type { Route } from '../routing/index.ts';
 import type { Logger } from '../log/index.ts';
 import { manifestEntry } from './manifest-record.ts';
+import { storageUnavailable } from './upstream-errors.ts';
 
 export interface PusherDeps {
   store: BlobStore;
@@ -58,6 +58,27 @@ export class Pusher {
     throw new RegistryError('DENIED', `${route.registry} is mirrored read-only: its content must stay byte-identical to the upstream's; ${where}`, { detail: { registry: route.registry } });
   }
 
+  /** The upload `id` of `repo`; throws UploadError unknown for another repository's or none. */
+  private async session(id: string, repo: string): Promise<void> {
+    const rec = await this.deps.meta.getUpload(id);
+    if (rec?.repo !== repo) throw FsUploadStore.unknown(id);
+  }
+
+  /**
+   * Removes uploads that have not moved for `abandonAfterMs`: their bytes and their records, and
+   * bytes left without a record. Returns how many uploads were removed.
+   */
+  async sweepUploads(abandonAfterMs: number): Promise<number> {
+    const before = this.now() - abandonAfterMs;
+    const idle = await this.deps.meta.uploadsIdleSince(before);
+    for (const id of idle) {
+      await this.deps.uploads.remove(id);
+      await this.deps.meta.deleteUpload(id);
+    }
+    const stray = await this.deps.uploads.removeStray(before, async (id) => (await this.deps.meta.getUpload(id)) !== undefined);
+    return idle.length + stray;
+  }
+
   private linked(repo: string, digest: string): Promise<boolean> {
     return this.deps.meta.hasLink(repo, digest);
   }
@@ -86,16 +107,17 @@ export class Pusher {
       }
       // Not mountable: the spec says to fall back to a regular upload session.
     }
-    const id = await this.deps.uploads.create(route.localRepo).catch((e: unknown) => {
+    const id = await this.deps.uploads.create().catch((e: unknown) => {
       throw storageUnavailable(e);
     });
+    await this.deps.meta.putUpload(id, route.localRepo, this.now());
     if (q.digest !== undefined) {
       const d = parseDigest(q.digest);
       try {
         return { kind: 'created', digest: await this.finish(route, id, d, body) };
       } catch (e) {
         // A monolithic upload has no session the client could retry: discard it now.
-        await this.deps.uploads.cancel(id, route.localRepo).catch(() => undefined);
+        await this.cancelUpload(route, id).catch(() => undefined);
         throw e;
       }
     }
@@ -106,14 +128,17 @@ export class Pusher {
   /** PATCH: one chunk; `start` from Content-Range when the client sent it. */
   async patchUpload(route: Route, id: string, body: Readable, start?: number): Promise<UploadAnswer> {
     this.assertWritable(route);
-    const size = await this.deps.uploads.append(id, route.localRepo, body, start);
+    await this.session(id, route.localRepo);
+    const size = await this.deps.uploads.append(id, body, start);
+    await this.deps.meta.touchUpload(id, this.now());
     return { kind: 'accepted', id, size };
   }
 
   /** GET: how much of the upload the mirror has (to resume). */
   async uploadStatus(route: Route, id: string): Promise<UploadAnswer> {
     this.assertWritable(route);
-    return { kind: 'accepted', id, size: await this.deps.uploads.size(id, route.localRepo) };
+    await this.session(id, route.localRepo);
+    return { kind: 'accepted', id, size: await this.deps.uploads.size(id) };
   }
 
   /** PUT ?digest=: the last chunk (maybe empty), then verify and commit. */
@@ -125,12 +150,18 @@ export class Pusher {
 
   async cancelUpload(route: Route, id: string): Promise<void> {
     this.assertWritable(route);
-    await this.deps.uploads.cancel(id, route.localRepo);
+    await this.session(id, route.localRepo);
+    await this.deps.uploads.remove(id);
+    await this.deps.meta.deleteUpload(id);
   }
 
   private async finish(route: Route, id: string, d: Digest, body: Readable): Promise<string> {
-    const size = await this.deps.uploads.finish(id, route.localRepo, d, body);
-    await this.storeBlobRow(route.localRepo, d.value, size);
+    await this.session(id, route.localRepo);
+    const size = await this.deps.uploads.finish(id, d, body);
+    await this.deps.meta.transaction(async (tx) => {
+      await tx.deleteUpload(id);
+      await tx.putBlob(route.localRepo, d.value, size, this.now());
+    });
     this.deps.log.info({ repo: route.localRepo, digest: d.value, bytes: size }, 'blob pushed');
     return d.value;
   }
@@ -145,7 +176,7 @@ export class Pusher {
    */
   async putManifest(route: Route, contentType: string | undefined, bytes: Buffer): Promise<string> {
     this.assertWritable(route);
-    if (bytes.byteLength > MAX_MANIFEST_BYTES) throw new RegistryError('SIZE_INVALID', `manifest is larger than ${MAX_MANIFEST_BYTES} bytes`, { status: 413 });
+    if (bytes.byteLength > MAX_MANIFEST_BYTES) throw new RegistryError('TOO_LARGE', `manifest is larger than ${MAX_MANIFEST_BYTES} bytes`);
     const { mediaType, manifest: parsed } = checkPushedManifest(contentType, bytes);
     const ref = route.reference;
     const algorithm = ref?.kind === 'digest' ? parseDigest(ref.digest).algorithm : 'sha256';

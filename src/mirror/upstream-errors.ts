@@ -9,6 +9,12 @@ import { UpstreamError, type UpstreamClient } from '../upstream/index.ts';
 import type { Route } from '../routing/index.ts';
 import type { Logger } from '../log/index.ts';
 
+/** A failure of the mirror's own storage, for the client, without leaking paths. */
+export function storageUnavailable(cause: unknown): RegistryError {
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  return new RegistryError('UNAVAILABLE', `the mirror could not read or write its cache${typeof code === 'string' && /^E[A-Z]+$/.test(code) ? ` (${code})` : ''}; see the mirror log`, { cause });
+}
+
 export type UnknownCode = 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN';
 
 export class UpstreamErrors {
@@ -24,15 +30,15 @@ export class UpstreamErrors {
   }
 
   /**
-   * Maps an upstream, verification or storage failure to the error the client sees. A 502 is used
-   * for failures of the upstream itself (the mirror is a gateway: RFC 9110 §15.6.3), where the
-   * table's UNAVAILABLE would say 503 (the mirror itself overloaded).
+   * Maps an upstream, verification or storage failure to the error the client sees: failures of
+   * the upstream itself are UPSTREAM_FAILED (502: the mirror is a gateway), the mirror's own are
+   * UNAVAILABLE (503).
    */
   toClient(e: unknown, route: Route, unknown: UnknownCode, what: string): RegistryError {
     if (e instanceof RegistryError) return e;
     const reg = route.registry ?? 'local';
     if (e instanceof BlobVerifyError) {
-      return new RegistryError('UNAVAILABLE', `${reg} sent content that failed verification (${e.message}); nothing was cached, retry`, { status: 502 });
+      return new RegistryError('UPSTREAM_FAILED', `${reg} sent content that failed verification (${e.message}); nothing was cached, retry`);
     }
     if (!(e instanceof UpstreamError)) {
       this.log.error({ err: e, registry: reg }, 'unexpected error');
@@ -62,9 +68,9 @@ export class UpstreamErrors {
           ...(e.retryAfter === undefined ? {} : { headers: { 'Retry-After': e.retryAfter } }),
         });
       case 'unavailable':
-        return new RegistryError('UNAVAILABLE', `${reg} is unreachable or failing (${e.message}) and ${what} is not cached`, { detail, status: 502 });
+        return new RegistryError('UPSTREAM_FAILED', `${reg} is unreachable or failing (${e.message}) and ${what} is not cached`, { detail });
       default:
-        return new RegistryError('UNAVAILABLE', `${reg} sent an unusable answer for ${what}: ${e.message}`, { detail, status: 502 });
+        return new RegistryError('UPSTREAM_FAILED', `${reg} sent an unusable answer for ${what}: ${e.message}`, { detail });
     }
   }
 }

@@ -29,9 +29,7 @@ export function parseDigest(input: string): Digest {
   const algorithm = input.slice(0, colon);
   const hex = input.slice(colon + 1);
   if (algorithm !== 'sha256' && algorithm !== 'sha512') {
-    throw new RegistryError('UNSUPPORTED', `digest algorithm "${clip(algorithm)}" is not supported: use sha256 or sha512`, {
-      status: 400,
-    });
+    throw new RegistryError('BAD_REQUEST', `digest algorithm "${clip(algorithm)}" is not supported: use sha256 or sha512`);
   }
   const want = HEX_LENGTH[algorithm];
   if (hex.length !== want || !/^[0-9a-f]+$/.test(hex)) {

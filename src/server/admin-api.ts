@@ -19,7 +19,7 @@ function fail(err: unknown): Response {
 
 function intParam(v: string | undefined, name: string, def: number, max: number): number {
   if (v === undefined || v === '') return def;
-  if (!/^\d+$/.test(v) || Number(v) > max) throw new RegistryError('UNSUPPORTED', `${name} must be a whole number up to ${max}`, { status: 400 });
+  if (!/^\d+$/.test(v) || Number(v) > max) throw new RegistryError('BAD_REQUEST', `${name} must be a whole number up to ${max}`);
   return Number(v);
 }
 
@@ -37,7 +37,7 @@ export function createAdminApi(query: ProvenanceQuery, mirrorHost: () => string)
       let since: number | undefined;
       if (sinceRaw !== undefined) {
         since = Date.parse(sinceRaw);
-        if (Number.isNaN(since)) throw new RegistryError('UNSUPPORTED', 'since must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z', { status: 400 });
+        if (Number.isNaN(since)) throw new RegistryError('BAD_REQUEST', 'since must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z');
       }
       const registry = c.req.query('registry');
       const repository = c.req.query('repo');
@@ -54,6 +54,6 @@ export function createAdminApi(query: ProvenanceQuery, mirrorHost: () => string)
       return fail(e);
     }
   });
-  api.all('/_regmirror/v1/*', () => fail(new RegistryError('NAME_UNKNOWN', 'unknown API endpoint: see /_regmirror/v1/provenance and /_regmirror/v1/summary', { status: 404 })));
+  api.all('/_regmirror/v1/*', () => fail(new RegistryError('NAME_UNKNOWN', 'unknown API endpoint: see /_regmirror/v1/provenance and /_regmirror/v1/summary')));
   return api;
 }

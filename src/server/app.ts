@@ -20,6 +20,7 @@ import type { Mirror, CacheResult } from '../mirror/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { EventStream } from '../events/index.ts';
 import { parseRange } from './range.ts';
+import { toRegistryError } from './errors.ts';
 import type { Pusher, UploadAnswer } from '../mirror/index.ts';
 import { Authenticator, TOKEN_PATH, authorize, challenge, type Identity } from './auth.ts';
 
@@ -54,7 +55,7 @@ async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   let n = 0;
   for await (const chunk of req) {
     n += (chunk as Buffer).byteLength;
-    if (n > max) throw new RegistryError('SIZE_INVALID', `request body is larger than ${max} bytes`, { status: 413 });
+    if (n > max) throw new RegistryError('TOO_LARGE', `request body is larger than ${max} bytes`);
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
@@ -153,20 +154,17 @@ export function createApp(deps: AppDeps): Hono<Env> {
     await next();
   });
   app.onError((e, c) => {
-    const info = c.get('info');
-    const err = e instanceof RegistryError ? e : new RegistryError('UNKNOWN', 'internal error; see the mirror log');
-    if (!(e instanceof RegistryError)) log.error({ reqId: info?.id, err: e }, 'unhandled error');
-    sendError(c.env.outgoing, err, c.env.incoming.method === 'HEAD');
+    sendError(c.env.outgoing, toRegistryError(e, log, c.get('info')?.id), c.env.incoming.method === 'HEAD');
     return RESPONSE_ALREADY_SENT;
   });
   app.notFound((c) => {
     const info = c.get('info');
     if (info.path !== '/v2' && !info.path.startsWith('/v2/')) {
-      throw new RegistryError('NAME_UNKNOWN', `no such endpoint ${info.path.slice(0, 100)}: regmirror serves the registry API under /v2/`, { status: 404 });
+      throw new RegistryError('NAME_UNKNOWN', `no such endpoint ${info.path.slice(0, 100)}: regmirror serves the registry API under /v2/`);
     }
     // A /v2 path no route took: the routing function says what is wrong with it, else the method.
     const route = routeRequest(info.path, new URLSearchParams(info.query).get('ns') ?? undefined, routing);
-    throw new RegistryError('UNSUPPORTED', `${info.method} is not supported on the ${route.kind} endpoint`, { status: route.kind === 'referrers' ? 404 : 405 });
+    throw new RegistryError(route.kind === 'referrers' ? 'ENDPOINT_UNSUPPORTED' : 'UNSUPPORTED', `${info.method} is not supported on the ${route.kind} endpoint`);
   });
 
   if (deps.admin !== undefined) app.route('/', deps.admin);
@@ -196,7 +194,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   /** The API version check (distribution-spec "end-1"). */
   const ping = (c: Ctx): Response => {
     const { method } = c.get('info');
-    if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED', `${method} is not supported on /v2/`, { status: 405 });
+    if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED', `${method} is not supported on /v2/`);
     if (auth !== undefined && c.env.incoming.headers.authorization === undefined) {
       // With users configured, the ping tells clients where tokens come from (anonymous ones too).
       throw new RegistryError('UNAUTHORIZED', 'this mirror has users: fetch a token (anonymous for mirrored content) from the realm in WWW-Authenticate', { headers: challenge(deps.baseUrl()) });
@@ -224,7 +222,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const { route, params } = routeOf(c);
     const info = c.get('info');
     const pusher = deps.pusher;
-    if (pusher === undefined) throw new RegistryError('UNSUPPORTED', `${info.method} is not supported: this mirror serves the pull API only`, { status: 400 });
+    if (pusher === undefined) throw new RegistryError('BAD_REQUEST', `${info.method} is not supported: this mirror serves the pull API only`);
     pusher.assertWritable(route);
     if (auth === undefined) {
       throw new RegistryError('DENIED', 'pushing needs the mirror\'s own users: add [auth] with [[auth.user]] (roles = ["pull", "push"]) or an htpasswd file to mirror.toml');
@@ -277,14 +275,14 @@ export function createApp(deps: AppDeps): Hono<Env> {
   });
   app.get(`/v2/${NAME}/referrers/:digest`, (c) => {
     readRoute(c);
-    throw new RegistryError('UNSUPPORTED', 'the referrers endpoint is not supported by this mirror', { status: 404 });
+    throw new RegistryError('ENDPOINT_UNSUPPORTED', 'the referrers endpoint is not supported by this mirror');
   });
 
   /** GET (or POST, as containerd tries first: refused so it falls back) of the token endpoint. */
   async function issueToken(auth: Authenticator, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
     if (method !== 'GET' && method !== 'HEAD') {
-      throw new RegistryError('UNSUPPORTED', 'the token endpoint answers GET with Basic credentials (or none, for an anonymous token)', { status: 405, headers: { Allow: 'GET' } });
+      throw new RegistryError('UNSUPPORTED', 'the token endpoint answers GET with Basic credentials (or none, for an anonymous token)', { headers: { Allow: 'GET' } });
     }
     const basic = Authenticator.basic(req.headers.authorization);
     let user;
@@ -314,7 +312,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       const prefix = path.slice(0, path.indexOf('/blobs/uploads'));
       const id = route.uploadPath ?? '';
       if (id === '') {
-        if (method !== 'POST') throw new RegistryError('UNSUPPORTED', `${method} needs an upload id: start uploads with POST ${prefix}/blobs/uploads/`, { status: 405 });
+        if (method !== 'POST') throw new RegistryError('UNSUPPORTED', `${method} needs an upload id: start uploads with POST ${prefix}/blobs/uploads/`);
         const mount = params.get('mount') ?? undefined;
         const from = params.get('from') ?? undefined;
         let fromRoute: Route | undefined;
@@ -347,7 +345,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
           reply(204, []);
           return;
         default:
-          throw new RegistryError('UNSUPPORTED', `${method} is not an upload method (POST, PATCH, PUT, GET, DELETE)`, { status: 405 });
+          throw new RegistryError('UNSUPPORTED', `${method} is not an upload method (POST, PATCH, PUT, GET, DELETE)`);
       }
     }
     if (route.kind === 'manifest' && method === 'PUT') {
@@ -368,7 +366,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       reply(202, []);
       return;
     }
-    throw new RegistryError('UNSUPPORTED', `${method} is not supported on the ${route.kind} endpoint`, { status: 405 });
+    throw new RegistryError('UNSUPPORTED', `${method} is not supported on the ${route.kind} endpoint`);
   }
 
   async function serveBlob(info: RequestInfo, req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {

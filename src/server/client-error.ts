@@ -11,24 +11,24 @@ import type { Duplex } from 'node:stream';
 import { RegistryError, renderErrorBody } from '../oci/index.ts';
 
 
-/** The status and message for a parser error code (llhttp's HPE_* or Node's ERR_HTTP_*). */
-export function clientErrorAnswer(code: string | undefined): { status: number; message: string } {
+/** The error (a row of the one table) for a parser error code (llhttp's HPE_* or Node's ERR_HTTP_*). */
+export function clientErrorAnswer(code: string | undefined): RegistryError {
   switch (code) {
     case 'HPE_HEADER_OVERFLOW':
-      return { status: 431, message: 'the request headers are larger than the mirror accepts (16 KiB in all)' };
+      return new RegistryError('HTTP_HEADERS_TOO_LARGE', 'the request headers are larger than the mirror accepts (16 KiB in all)');
     case 'HPE_INVALID_METHOD':
-      return { status: 501, message: 'unknown HTTP method: the registry API uses GET, HEAD, POST, PATCH, PUT and DELETE' };
+      return new RegistryError('HTTP_METHOD_UNKNOWN', 'unknown HTTP method: the registry API uses GET, HEAD, POST, PATCH, PUT and DELETE');
     case 'HPE_UNEXPECTED_CONTENT_LENGTH':
-      return { status: 400, message: 'the request has both Transfer-Encoding and Content-Length: send one of them' };
+      return new RegistryError('HTTP_MALFORMED', 'the request has both Transfer-Encoding and Content-Length: send one of them');
     case 'HPE_INVALID_CONTENT_LENGTH':
-      return { status: 400, message: 'the request has an invalid or repeated Content-Length' };
+      return new RegistryError('HTTP_MALFORMED', 'the request has an invalid or repeated Content-Length');
     case 'HPE_INVALID_TRANSFER_ENCODING':
-      return { status: 400, message: 'the request has an invalid Transfer-Encoding: only chunked is accepted' };
+      return new RegistryError('HTTP_MALFORMED', 'the request has an invalid Transfer-Encoding: only chunked is accepted');
     case 'ERR_HTTP_REQUEST_TIMEOUT':
     case 'ERR_HTTP_HEADERS_TIMEOUT':
-      return { status: 408, message: 'the request was not received in time' };
+      return new RegistryError('HTTP_TIMEOUT', 'the request was not received in time');
     default:
-      return { status: 400, message: `the request is not valid HTTP/1.1 (${code ?? 'parse error'})` };
+      return new RegistryError('HTTP_MALFORMED', `the request is not valid HTTP/1.1 (${code ?? 'parse error'})`);
   }
 }
 
@@ -39,9 +39,9 @@ export function answerClientError(err: Error & { code?: string; rawPacket?: Buff
     socket.destroy();
     return;
   }
-  const { status, message } = clientErrorAnswer(err.code);
-  const code = status === 501 ? 'UNSUPPORTED' : status === 431 ? 'SIZE_INVALID' : 'UNKNOWN';
-  const body = renderErrorBody(new RegistryError(code, message, { status }));
+  const answer = clientErrorAnswer(err.code);
+  const status = answer.status;
+  const body = renderErrorBody(answer);
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nDocker-Distribution-API-Version: registry/2.0\r\nConnection: close\r\n\r\n${body}`,
   );

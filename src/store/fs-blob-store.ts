@@ -8,7 +8,7 @@
 import { open, mkdir, readdir, rename, rm, stat, statfs, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
-import { RegistryError, parseDigest, type Digest } from '../oci/index.ts';
+import { parseDigest, type Digest } from '../oci/index.ts';
 import type { BlobReader, BlobStore, BlobWriter, StoredBlob } from './blob-store.ts';
 import { SEND_CHUNK, sendFileRange } from './send-file.ts';
 import { blobPath, blobsRoot, newTempPath, processTmpDir, tmpDir } from './paths.ts';
@@ -366,10 +366,4 @@ export function isStorageError(e: unknown): boolean {
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'ENOSPC' || err?.code === 'EDQUOT' || err?.code === 'EROFS') return true;
   return typeof err?.syscall === 'string' && ['open', 'write', 'rename', 'fsync', 'fdatasync', 'ftruncate', 'mkdir', 'close', 'unlink'].includes(err.syscall);
-}
-
-/** Maps a storage failure to an OCI error for the client, without leaking paths. */
-export function storageUnavailable(cause: unknown): RegistryError {
-  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
-  return new RegistryError('UNAVAILABLE', `the mirror could not read or write its cache${typeof code === 'string' && /^E[A-Z]+$/.test(code) ? ` (${code})` : ''}; see the mirror log`, { cause });
 }

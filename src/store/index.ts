@@ -1,4 +1,5 @@
 export * from './blob-store.ts';
+export * from './errors.ts';
 export * from './fs-blob-store.ts';
 export * from './content-check.ts';
 export * from './paths.ts';

@@ -1,16 +1,17 @@
 /**
- * Blob uploads in progress (OCI distribution-spec "Pushing blobs": monolithic and chunked, with
- * status and cancel). Each upload is two files under `<data_dir>/uploads/`: `<id>.data` (the bytes
- * so far, on the blob store's filesystem so finishing is a rename) and `<id>.json` (the repository
- * it belongs to). State lives on disk, so an upload survives a restart and resumes from its size.
- * Finishing hashes the whole file and checks the digest before the blob becomes visible.
- * Uploads untouched for `abandon_after` are removed by `sweep`.
+ * The bytes of blob uploads in progress (OCI distribution-spec "Pushing blobs": monolithic and
+ * chunked, with status and cancel), one file per upload: `<data_dir>/uploads/<id>.data`, on the
+ * blob store's filesystem so finishing is a rename. Which repository an upload belongs to and when
+ * it last moved are MetaStore records (the Pusher keeps both in step). The bytes survive a restart,
+ * so an upload resumes from its size. Finishing hashes the whole file and checks the digest before
+ * the blob becomes visible.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { RegistryError, newHasher, type Digest } from '../oci/index.ts';
+import { newHasher, type Digest } from '../oci/index.ts';
+import { UploadError } from './errors.ts';
 import type { FsBlobStore } from './fs-blob-store.ts';
 
 const ID = /^[a-f0-9]{32}$/;
@@ -28,12 +29,14 @@ export class FsUploadStore {
     await mkdir(this.dir, { recursive: true });
   }
 
-  private paths(id: string): { data: string; info: string } {
-    return { data: join(this.dir, `${id}.data`), info: join(this.dir, `${id}.json`) };
+  private path(id: string): string {
+    if (!ID.test(id)) throw FsUploadStore.unknown(id);
+    return join(this.dir, `${id}.data`);
   }
 
-  private unknown(id: string): RegistryError {
-    return new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 40)} is unknown, finished, cancelled or was abandoned; start a new upload with POST .../blobs/uploads/`);
+  /** The error for an upload id that is not (or no longer) there. */
+  static unknown(id: string): UploadError {
+    return new UploadError('unknown', `upload ${id.slice(0, 40)} is unknown, finished, cancelled or was abandoned; start a new upload with POST .../blobs/uploads/`);
   }
 
   private async locked<T>(id: string, work: () => Promise<T>): Promise<T> {
@@ -47,47 +50,38 @@ export class FsUploadStore {
     }
   }
 
-  /** Starts an upload for `repo`; returns its id. */
-  async create(repo: string): Promise<string> {
+  /** Starts an upload; returns its id. */
+  async create(): Promise<string> {
     const id = randomBytes(16).toString('hex');
-    const p = this.paths(id);
-    await writeFile(p.data, Buffer.alloc(0));
-    await writeFile(p.info, JSON.stringify({ repo, created: Date.now() }));
+    await writeFile(this.path(id), Buffer.alloc(0));
     return id;
   }
 
-  /** Size so far of an upload of `repo`. Throws BLOB_UPLOAD_UNKNOWN. */
-  async size(id: string, repo: string): Promise<number> {
-    if (!ID.test(id)) throw this.unknown(id);
-    const p = this.paths(id);
-    let info: { repo?: unknown };
+  /** Bytes received so far. Throws UploadError unknown. */
+  async size(id: string): Promise<number> {
     try {
-      info = JSON.parse(await readFile(p.info, 'utf8')) as { repo?: unknown };
-      if (info.repo !== repo) throw this.unknown(id);
-      return (await stat(p.data)).size;
+      return (await stat(this.path(id))).size;
     } catch (e) {
-      if (e instanceof RegistryError) throw e;
-      throw this.unknown(id);
+      if (e instanceof UploadError) throw e;
+      throw FsUploadStore.unknown(id);
     }
   }
 
   /**
    * Appends a chunk. `start`, when the client sent Content-Range, must equal the current size
-   * (else RANGE_INVALID with the size, so the client can resume). Returns the new size.
+   * (else UploadError out_of_order with the size, so the client can resume). Returns the new size.
    */
-  append(id: string, repo: string, body: AsyncIterable<Uint8Array>, start?: number): Promise<number> {
-    return this.locked(id, () => this.write(id, repo, body, start));
+  append(id: string, body: AsyncIterable<Uint8Array>, start?: number): Promise<number> {
+    return this.locked(id, () => this.write(id, body, start));
   }
 
   /** append() without the lock, for callers that hold it. */
-  private async write(id: string, repo: string, body: AsyncIterable<Uint8Array>, start?: number): Promise<number> {
-    const size = await this.size(id, repo);
+  private async write(id: string, body: AsyncIterable<Uint8Array>, start?: number): Promise<number> {
+    const size = await this.size(id);
     if (start !== undefined && start !== size) {
-      throw new RegistryError('RANGE_INVALID', `chunk starts at byte ${start} but the upload has ${size} bytes; resume from ${size}`, {
-        headers: { Range: `0-${Math.max(size - 1, 0)}` },
-      });
+      throw new UploadError('out_of_order', `chunk starts at byte ${start} but the upload has ${size} bytes; resume from ${size}`, { size });
     }
-    const fh = await open(this.paths(id).data, 'a');
+    const fh = await open(this.path(id), 'a');
     let n = size;
     try {
       for await (const chunk of body) {
@@ -103,61 +97,57 @@ export class FsUploadStore {
 
   /**
    * Completes an upload: appends `body` (the last chunk, possibly empty), hashes the file and
-   * places it at `digest` when it matches. Throws DIGEST_INVALID (the upload is kept, so the
-   * client may retry with the right digest) or BLOB_UPLOAD_UNKNOWN. Returns the blob's size.
+   * places it at `digest` when it matches. Throws UploadError digest_mismatch (the upload is kept,
+   * so the client may retry with the right digest) or unknown. Returns the blob's size.
    */
-  async finish(id: string, repo: string, digest: Digest, body: AsyncIterable<Uint8Array>): Promise<number> {
+  async finish(id: string, digest: Digest, body: AsyncIterable<Uint8Array>): Promise<number> {
     return this.locked(id, async () => {
       // The last chunk and the check under one lock: no other chunk can land in between.
-      await this.write(id, repo, body);
-      const p = this.paths(id);
+      await this.write(id, body);
+      const path = this.path(id);
       const hasher = newHasher(digest.algorithm);
       let size = 0;
-      for await (const chunk of createReadStream(p.data, { highWaterMark: 1024 * 1024 })) {
+      for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
         hasher.update(chunk as Buffer);
         size += (chunk as Buffer).byteLength;
       }
       const actual = `${digest.algorithm}:${hasher.digest('hex')}`;
       if (actual !== digest.value) {
-        throw new RegistryError('DIGEST_INVALID', `the uploaded ${size} bytes hash to ${actual}, not ${digest.value}; nothing was stored`, { detail: { expected: digest.value, actual } });
+        throw new UploadError('digest_mismatch', `the uploaded ${size} bytes hash to ${actual}, not ${digest.value}; nothing was stored`, { expected: digest.value, actual });
       }
-      const fh = await open(p.data, 'r');
+      const fh = await open(path, 'r');
       try {
         await fh.sync();
       } finally {
         await fh.close();
       }
-      await this.blobs.place(p.data, digest);
-      await rm(p.info, { force: true });
+      await this.blobs.place(path, digest);
       return size;
     });
   }
 
-  /** Cancels an upload of `repo`. Throws BLOB_UPLOAD_UNKNOWN. */
-  async cancel(id: string, repo: string): Promise<void> {
-    await this.locked(id, async () => {
-      await this.size(id, repo);
-      const p = this.paths(id);
-      await rm(p.data, { force: true });
-      await rm(p.info, { force: true });
-    });
+  /** Removes an upload's bytes (cancelled, abandoned). Removing one that is gone is no error. */
+  async remove(id: string): Promise<void> {
+    if (!ID.test(id)) return;
+    await this.locked(id, () => rm(this.path(id), { force: true }));
   }
 
-  /** Removes uploads not written to for `olderThanMs`; returns how many. */
-  async sweep(olderThanMs: number, now = Date.now()): Promise<number> {
+  /**
+   * Files in the upload area not written to since `before` (ms), whose ids are not in `keep`:
+   * bytes without a record (a process killed between the file and the record) and the `<id>.json`
+   * records of the layout before upload records moved into the MetaStore. Removes them; returns how many.
+   */
+  async removeStray(before: number, keep: (id: string) => Promise<boolean>): Promise<number> {
     let removed = 0;
-    const ids = new Set<string>();
-    for (const f of await readdir(this.dir)) {
+    for (const f of await readdir(this.dir).catch(() => [] as string[])) {
       const m = /^([a-f0-9]{32})\.(data|json)$/.exec(f);
-      if (m !== null) ids.add(m[1] ?? '');
-    }
-    for (const id of ids) {
-      const p = this.paths(id);
-      const last = Math.max(await stat(p.data).then((s) => s.mtimeMs, () => 0), await stat(p.info).then((s) => s.mtimeMs, () => 0));
-      if (now - last < olderThanMs || this.locks.has(id)) continue;
-      await rm(p.data, { force: true });
-      await rm(p.info, { force: true });
-      removed++;
+      if (m === null || this.locks.has(m[1] ?? '')) continue;
+      const path = join(this.dir, f);
+      const mtime = await stat(path).then((s) => s.mtimeMs, () => undefined);
+      if (mtime === undefined || mtime >= before) continue;
+      if (m[2] === 'data' && (await keep(m[1] ?? ''))) continue;
+      await rm(path, { force: true });
+      if (m[2] === 'data') removed++;
     }
     return removed;
   }

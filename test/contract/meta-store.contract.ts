@@ -186,6 +186,19 @@ export function metaStoreContract(name: string, make: () => Promise<MetaStoreFix
     assert.equal(await meta.getTag('gcr.io/a', 'moving'), undefined);
   });
 
+  withMeta('upload sessions: recorded with their repository, touched, found idle, deleted', async ({ meta }) => {
+    const a = 'a'.repeat(32);
+    const b = 'b'.repeat(32);
+    await meta.putUpload(a, '_local/site/app', 1000);
+    await meta.putUpload(b, '_local/site/app', 1000);
+    assert.deepEqual(await meta.getUpload(a), { repo: '_local/site/app', createdAt: 1000, updatedAt: 1000 });
+    await meta.touchUpload(b, 5000);
+    assert.deepEqual(await meta.uploadsIdleSince(3000), [a]);
+    await meta.deleteUpload(a);
+    assert.equal(await meta.getUpload(a), undefined);
+    assert.deepEqual(await meta.uploadsIdleSince(9000), [b]);
+  });
+
   withMeta('process notes: opened, listed, closed; the reconciled flag persists', async ({ meta }) => {
     await meta.processOpened('p1-1', 1);
     await meta.processOpened('p2-2', 1);
