@@ -27,19 +27,20 @@ export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner
   const digests: string[] = [];
   for await (const d of meta.blobDigests()) digests.push(d);
   let forgotten = 0;
+  // One stat at a time, yielding between slices: a background pass must not queue hundreds of
+  // file-system calls in libuv's thread pool ahead of the requests' own reads.
   for (let i = 0; i < digests.length; i += SLICE) {
     await new Promise((r) => setImmediate(r));
-    const slice = digests.slice(i, i + SLICE);
-    const sizes = await Promise.all(
-      slice.map(async (digest) => {
-        try {
-          return await store.stat(parseDigest(digest));
-        } catch {
-          return undefined;
-        }
-      }),
-    );
-    const missing = slice.filter((_, j) => sizes[j] === undefined);
+    const missing: string[] = [];
+    for (const digest of digests.slice(i, i + SLICE)) {
+      let size: number | undefined;
+      try {
+        size = await store.stat(parseDigest(digest));
+      } catch {
+        size = undefined;
+      }
+      if (size === undefined) missing.push(digest);
+    }
     await meta.forgetBlobs(missing);
     forgotten += missing.length;
   }

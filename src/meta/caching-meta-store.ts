@@ -87,20 +87,27 @@ export class CachingMetaStore implements MetaStore {
     this.now = options.now ?? Date.now;
   }
 
-  /** Drops everything when another process wrote since the last check (at most every checkMs). */
-  private async fresh(): Promise<void> {
+  /**
+   * Drops everything when another process wrote since the last check (at most every checkMs).
+   * Undefined when no check is due, so a cached answer costs no extra await.
+   */
+  private fresh(): Promise<void> | undefined {
     const e = this.e;
     if (this.options.checkMs === 0) {
-      if (e.checkedThisTurn) return;
+      if (e.checkedThisTurn) return undefined;
       e.checkedThisTurn = true;
       setImmediate(() => {
         e.checkedThisTurn = false;
       });
     } else {
       const now = this.now();
-      if (now - e.checkedAt < this.options.checkMs) return;
+      if (now - e.checkedAt < this.options.checkMs) return undefined;
       e.checkedAt = now;
     }
+    return this.check();
+  }
+
+  private async check(): Promise<void> {
     const g = await this.inner.generation();
     if (g !== this.e.generation) {
       if (this.e.generation !== undefined) {
@@ -113,8 +120,21 @@ export class CachingMetaStore implements MetaStore {
 
   // ------------------------------------------------------------------ tags
 
-  async getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
-    await this.fresh();
+  getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
+    // The hot path: no check due and the tag in memory is one resolved promise, no async frame.
+    const due = this.fresh();
+    if (due === undefined) {
+      const hit = this.e.tags.get(tagKey(repo, tag));
+      if (hit !== undefined) {
+        this.stats.hits++;
+        return Promise.resolve(hit);
+      }
+    }
+    return this.getTagSlow(due, repo, tag);
+  }
+
+  private async getTagSlow(due: Promise<void> | undefined, repo: string, tag: string): Promise<TagRecord | undefined> {
+    if (due !== undefined) await due;
     const key = tagKey(repo, tag);
     const hit = this.e.tags.get(key);
     if (hit !== undefined) {
@@ -160,8 +180,20 @@ export class CachingMetaStore implements MetaStore {
 
   // ------------------------------------------------------------- manifests
 
-  async getManifest(digest: string): Promise<ManifestRecord | undefined> {
-    await this.fresh();
+  getManifest(digest: string): Promise<ManifestRecord | undefined> {
+    const due = this.fresh();
+    if (due === undefined) {
+      const hit = this.e.manifests.get(digest);
+      if (hit !== undefined) {
+        this.stats.hits++;
+        return Promise.resolve(hit);
+      }
+    }
+    return this.getManifestSlow(due, digest);
+  }
+
+  private async getManifestSlow(due: Promise<void> | undefined, digest: string): Promise<ManifestRecord | undefined> {
+    if (due !== undefined) await due;
     const hit = this.e.manifests.get(digest);
     if (hit !== undefined) {
       this.stats.hits++;
@@ -235,8 +267,17 @@ export class CachingMetaStore implements MetaStore {
     if (!this.inTx) this.e.links.set(linkKey(repo, digest), true);
   }
 
-  async hasLink(repo: string, digest: string): Promise<boolean> {
-    await this.fresh();
+  hasLink(repo: string, digest: string): Promise<boolean> {
+    const due = this.fresh();
+    if (due === undefined && this.e.links.has(linkKey(repo, digest))) {
+      this.stats.hits++;
+      return Promise.resolve(true);
+    }
+    return this.hasLinkSlow(due, repo, digest);
+  }
+
+  private async hasLinkSlow(due: Promise<void> | undefined, repo: string, digest: string): Promise<boolean> {
+    if (due !== undefined) await due;
     const key = linkKey(repo, digest);
     if (this.e.links.has(key)) {
       this.stats.hits++;

@@ -11,6 +11,7 @@
  */
 import type { ServerResponse, IncomingMessage } from 'node:http';
 import { Hono } from 'hono';
+import { PatternRouter } from 'hono/router/pattern-router';
 import type { Context } from 'hono';
 import type { HttpBindings, Http2Bindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
@@ -132,7 +133,19 @@ function sendError(res: ServerResponse, err: RegistryError, head: boolean, extra
 /** Builds the hono app. */
 export function createApp(deps: AppDeps): Hono<Env> {
   const { mirror, routing, log, events } = deps;
-  const app = new Hono<Env>();
+  // PatternRouter: one compiled expression per route, 2.4 µs a match here against the default
+  // SmartRouter's 8 µs (its RegExpRouter refuses multi-segment `:name{.+}`, so it falls to the trie).
+  const app = new Hono<Env>({ router: new PatternRouter() });
+
+  const auth = deps.auth;
+  /** Who sent the request: anonymous, a user, or an error for credentials that do not check out. */
+  const identify = async (header: string): Promise<Identity> => {
+    const identity = auth === undefined ? ANONYMOUS : await auth.identify(header);
+    if (identity === undefined) {
+      throw new RegistryError('UNAUTHORIZED', 'the credentials or token are not valid (or the token expired): log in again', { headers: challenge(deps.baseUrl()) });
+    }
+    return identity;
+  };
 
   // ------------------------------------------------------------ every request
   app.use('*', async (c, next) => {
@@ -150,6 +163,11 @@ export function createApp(deps: AppDeps): Hono<Env> {
       res.once('close', () => {
         events.emit('request', { reqId: id, method: info.method, path: info.path, status: res.statusCode, registry: info.registry, repo: info.repo, digest: info.digest, cache: info.cache, durationMs: Math.round(performance.now() - started), complete: res.writableFinished });
       });
+    }
+    // The registry API: who is asking (one middleware for both, so a request runs one step fewer).
+    if (info.path === '/v2' || info.path.startsWith('/v2/')) {
+      const header = req.headers.authorization;
+      c.set('identity', auth === undefined || header === undefined ? ANONYMOUS : await identify(header));
     }
     await next();
   });
@@ -170,7 +188,6 @@ export function createApp(deps: AppDeps): Hono<Env> {
   if (deps.admin !== undefined) app.route('/', deps.admin);
 
   // ------------------------------------------------------------ token
-  const auth = deps.auth;
   if (auth !== undefined) {
     app.all(TOKEN_PATH, async (c) => {
       await issueToken(auth, c.env.incoming, c.env.outgoing);
@@ -178,18 +195,6 @@ export function createApp(deps: AppDeps): Hono<Env> {
     });
   }
 
-  // ------------------------------------------------------------ /v2: who is asking
-  const identify = async (c: Ctx, next: () => Promise<void>): Promise<void> => {
-    const header = c.env.incoming.headers.authorization;
-    const identity = auth === undefined || header === undefined ? ANONYMOUS : await auth.identify(header);
-    if (identity === undefined) {
-      throw new RegistryError('UNAUTHORIZED', 'the credentials or token are not valid (or the token expired): log in again', { headers: challenge(deps.baseUrl()) });
-    }
-    c.set('identity', identity);
-    await next();
-  };
-  app.use('/v2', identify);
-  app.use('/v2/*', identify);
 
   /** The API version check (distribution-spec "end-1"). */
   const ping = (c: Ctx): Response => {
@@ -416,9 +421,20 @@ export function createApp(deps: AppDeps): Hono<Env> {
   return app;
 }
 
-/** The fetch callback for @hono/node-server (HTTP/1.1 servers: the bindings are node:http's). */
+/**
+ * The fetch callback for @hono/node-server (HTTP/1.1 servers: the bindings are node:http's).
+ * hono answers HEAD by running the GET route and wrapping its Response in a new one, which drops
+ * node-server's "already sent" marker: node-server then writes the head a second time and throws
+ * ERR_HTTP_HEADERS_SENT on every HEAD (measured: HEAD at a third of GET's rate). A HEAD whose
+ * handler answered on the Node response itself gets the marker back here.
+ */
 export function nodeFetch(app: Hono<Env> | Hono<{ Bindings: HttpBindings }>): (request: Request, env: HttpBindings | Http2Bindings) => Response | Promise<Response> {
-  return (request, env) => app.fetch(request, env as HttpBindings);
+  return (request, env) => {
+    const res = app.fetch(request, env as HttpBindings);
+    if (env.incoming.method !== 'HEAD') return res;
+    const sent = (r: Response): Response => (env.outgoing.headersSent ? RESPONSE_ALREADY_SENT : r);
+    return res instanceof Promise ? res.then(sent) : sent(res);
+  };
 }
 
 function tagsQuery(params: URLSearchParams): string {

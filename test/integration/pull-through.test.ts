@@ -141,6 +141,18 @@ registry = "gcr.io"
     assert.equal(sha256(Buffer.from(await b.arrayBuffer())), layer.digest);
   });
 
+  test('HEAD answers are written once: no second head from the HTTP adapter (ERR_HTTP_HEADERS_SENT)', async () => {
+    for (const path of ['/v2/', '/v2/team/app/manifests/v1?ns=gcr.io', `/v2/team/app/blobs/${dockerImage.layers[0]?.digest ?? ''}?ns=gcr.io`, '/v2/team/app/tags/list?ns=gcr.io']) {
+      const h = await fetch(`${mirror.url}${path}`, { method: 'HEAD' });
+      assert.equal(h.status, 200, path);
+      assert.equal(await h.text(), '', `${path}: no body`);
+    }
+    const missing = await fetch(`${mirror.url}/v2/team/app/manifests/nope?ns=gcr.io`, { method: 'HEAD' });
+    assert.equal(missing.status, 404);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.doesNotMatch(mirror.logText(), /ERR_HTTP_HEADERS_SENT|Cannot write headers after they are sent/);
+  });
+
   test('doubled namespace prefix /v2/<ns>/v2/<repo> (containerd without override_path) is served', async () => {
     const r = await fetch(`${mirror.url}/v2/test-namespace/v2/team/app/manifests/v1?ns=gcr.io`);
     assert.equal(r.status, 200);
