@@ -68,6 +68,15 @@ class Entries {
 }
 
 const tagKey = (repo: string, tag: string): string => `${repo}:${tag}`;
+
+/** One copy of each media type string for the cached manifest rows (a few distinct values, 100k rows). */
+const mediaTypes = new Map<string, string>();
+function shared(mediaType: string): string {
+  const known = mediaTypes.get(mediaType);
+  if (known !== undefined) return known;
+  if (mediaTypes.size < 64) mediaTypes.set(mediaType, mediaType);
+  return mediaType;
+}
 const linkKey = (repo: string, digest: string): string => `${repo}\n${digest}`;
 
 export class CachingMetaStore implements MetaStore {
@@ -202,7 +211,7 @@ export class CachingMetaStore implements MetaStore {
     this.stats.misses++;
     const w = this.e.writes;
     const rec = await this.inner.getManifest(digest);
-    if (rec !== undefined && !this.inTx && w === this.e.writes) this.e.manifests.set(digest, rec);
+    if (rec !== undefined && !this.inTx && w === this.e.writes) this.e.manifests.set(digest, { mediaType: shared(rec.mediaType), size: rec.size });
     return rec;
   }
 
@@ -210,7 +219,7 @@ export class CachingMetaStore implements MetaStore {
     this.e.writes++;
     await this.inner.putManifest(m, now);
     if (this.inTx) return;
-    this.e.manifests.set(m.digest, { mediaType: m.provenance.mediaType, size: m.size });
+    this.e.manifests.set(m.digest, { mediaType: shared(m.provenance.mediaType), size: m.size });
     this.e.links.set(linkKey(m.repo, m.digest), true);
     for (const d of m.references) this.e.links.set(linkKey(m.repo, d), true);
   }
