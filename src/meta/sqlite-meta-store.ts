@@ -181,7 +181,7 @@ class SqliteTables {
       metaPut: db.prepare<[string, string]>('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)'),
       metaDelete: db.prepare<[string]>('DELETE FROM meta WHERE key = ?'),
       processes: db.prepare<[], { key: string }>("SELECT key FROM meta WHERE key LIKE 'process:%'"),
-      dataVersion: db.prepare<[], { data_version: number }>('PRAGMA data_version'),
+      dataVersion: db.prepare<[], number>('PRAGMA data_version').pluck(),
       putUpload: db.prepare<[string, string, number, number]>('INSERT INTO uploads (id, repo, created_at, updated_at) VALUES (?, ?, ?, ?)'),
       getUpload: db.prepare<[string], { repo: string; created_at: number; updated_at: number }>('SELECT repo, created_at, updated_at FROM uploads WHERE id = ?'),
       touchUpload: db.prepare<[number, string]>('UPDATE uploads SET updated_at = ? WHERE id = ?'),
@@ -409,7 +409,7 @@ class SqliteTables {
   }
 
   dataVersion(): number {
-    return this.st.dataVersion.get()?.data_version ?? 0;
+    return this.st.dataVersion.get() ?? 0;
   }
 }
 
