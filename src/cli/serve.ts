@@ -96,8 +96,10 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     { listen: `${addr.address}:${addr.port}`, port: addr.port, tls: tls !== undefined, dataDir: config.server.dataDir, registries: config.registries.map((r) => r.host), defaultRegistry: config.defaultRegistry },
     'regmirror listening',
   );
-  void reconcile(rt.store, meta, ownerAlive).then(
+  let shuttingDown = false;
+  void reconcile(rt.store, meta, ownerAlive, () => shuttingDown).then(
     (r) => {
+      if (r.stopped === true) return;
       const fields = { forgotten: r.forgotten, adopted: r.adopted, ...(r.scannedAfter === undefined ? {} : { scannedAfter: r.scannedAfter }) };
       if (r.forgotten > 0 || r.adopted > 0) log.warn(fields, 'start-up reconciliation: forgot rows whose blobs were missing, added rows for blobs that had none');
       else log.info(fields, 'start-up reconciliation: blobs and rows agree');
@@ -121,6 +123,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   return {
     port: addr.port,
     close: () => {
+      shuttingDown = true;
       closing ??= (async () => {
         clearInterval(uploadTimer);
         const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };

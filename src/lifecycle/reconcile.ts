@@ -1,6 +1,7 @@
 /**
  * Start-up reconciliation of the BlobStore and the MetaStore (DESIGN §5), run in the background
- * after the server listens, in slices that yield to the event loop between them:
+ * after the server listens, in slices that yield to the event loop between them (and stop when
+ * the server begins to shut down: `stopped`):
  * - blob rows whose content is gone are forgotten;
  * - stored blobs with no row (a process killed between the commit and the row: issue 14, defect 5)
  *   get one. Content in the store was verified before it became visible, so it is adopted as it is;
@@ -20,29 +21,28 @@ export interface ReconcileResult {
   adopted: number;
   /** Why the store was listed; undefined when it was not. */
   scannedAfter: string | undefined;
+  /** The process began to shut down first: the pass stopped where it was (it runs again at the next start). */
+  stopped?: true;
 }
 
 /** Reconciles `store` with `meta`. `alive(owner)` tells whether the process with that owner token lives. */
-export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner: string) => boolean): Promise<ReconcileResult> {
+export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner: string) => boolean, stopped: () => boolean = () => false): Promise<ReconcileResult> {
   const digests: string[] = [];
   for await (const d of meta.blobDigests()) digests.push(d);
   let forgotten = 0;
-  // A slice of stats at a time, yielding between slices: done quickly, so it overlaps little with
-  // the first requests (one stat at a time spread the same callbacks over seconds: tag lookup
-  // p99 1.64 ms against 1.09 ms in the benchmark's 100k-blob start-up).
   for (let i = 0; i < digests.length; i += SLICE) {
     await new Promise((r) => setImmediate(r));
-    const slice = digests.slice(i, i + SLICE);
-    const sizes = await Promise.all(
-      slice.map(async (digest) => {
-        try {
-          return await store.stat(parseDigest(digest));
-        } catch {
-          return undefined;
-        }
-      }),
-    );
-    const missing = slice.filter((_, j) => sizes[j] === undefined);
+    if (stopped()) return { forgotten, adopted: 0, scannedAfter: undefined, stopped: true };
+    const missing: string[] = [];
+    for (const digest of digests.slice(i, i + SLICE)) {
+      let present: boolean;
+      try {
+        present = await store.has(parseDigest(digest));
+      } catch {
+        present = false;
+      }
+      if (!present) missing.push(digest);
+    }
     await meta.forgetBlobs(missing);
     forgotten += missing.length;
   }
@@ -61,6 +61,7 @@ export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner
     found = [];
   };
   for await (const b of store.list()) {
+    if (stopped()) return { forgotten, adopted, scannedAfter: undefined, stopped: true };
     if (known.has(b.digest) || (await meta.knows(b.digest))) continue;
     found.push(b);
     if (found.length >= SLICE) await adopt();

@@ -81,6 +81,11 @@ export interface StoredBlob {
 export interface BlobStore {
   /** Size of a committed blob; undefined when the store does not have it. */
   stat(d: Digest): Promise<number | undefined>;
+  /**
+   * Whether the store has committed blob `d`: the cheapest question a store can answer
+   * (reconciliation asks it for every row). Throws only when the store itself fails.
+   */
+  has(d: Digest): Promise<boolean>;
   /** Opens a committed blob; undefined when the store does not have it. */
   open(d: Digest): Promise<BlobReader | undefined>;
   /** A whole committed blob in memory (manifests, small configs); undefined when unknown. */

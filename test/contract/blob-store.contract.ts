@@ -48,6 +48,7 @@ export function blobStoreContract(name: string, make: () => Promise<BlobStoreFix
   withStore('an unknown blob is an answer: stat, open and read undefined, delete false, not listed', async (s) => {
     const d = digestOf(Buffer.from('never stored'));
     assert.equal(await s.stat(d), undefined);
+    assert.equal(await s.has(d), false);
     assert.equal(await s.open(d), undefined);
     assert.equal(await s.read(d), undefined);
     assert.equal(await s.delete(d), false);
@@ -66,9 +67,11 @@ export function blobStoreContract(name: string, make: () => Promise<BlobStoreFix
     assert.equal(w.bytesWritten, content.length);
     await w.verify();
     assert.equal(await s.stat(d), undefined, 'not visible after verify, before commit');
+    assert.equal(await s.has(d), false);
     await w.commit();
     await w.close();
     assert.equal(await s.stat(d), content.length);
+    assert.equal(await s.has(d), true);
     assert.deepEqual(await s.read(d), content);
     const r = await s.open(d);
     assert.ok(r !== undefined);
@@ -170,6 +173,7 @@ export function blobStoreContract(name: string, make: () => Promise<BlobStoreFix
     assert.ok(r !== undefined);
     assert.equal(await s.delete(d), true);
     assert.equal(await s.stat(d), undefined);
+    assert.equal(await s.has(d), false);
     assert.equal(await s.delete(d), false);
     assert.deepEqual(await drain(r.stream(0, r.size)), content);
   });
