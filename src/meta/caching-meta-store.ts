@@ -82,8 +82,6 @@ const linkKey = (repo: string, digest: string): string => `${repo}\n${digest}`;
 export class CachingMetaStore implements MetaStore {
   private readonly e: Entries;
   private readonly now: () => number;
-  /** Lookups answered from memory and lookups that went to the inner store (for tests and reports). */
-  readonly stats = { hits: 0, misses: 0, invalidations: 0 };
 
   constructor(
     private readonly inner: MetaStore,
@@ -119,10 +117,7 @@ export class CachingMetaStore implements MetaStore {
   private async check(): Promise<void> {
     const g = await this.inner.generation();
     if (g !== this.e.generation) {
-      if (this.e.generation !== undefined) {
-        this.e.clear();
-        this.stats.invalidations++;
-      }
+      if (this.e.generation !== undefined) this.e.clear();
       this.e.generation = g;
     }
   }
@@ -135,7 +130,6 @@ export class CachingMetaStore implements MetaStore {
     if (due === undefined) {
       const hit = this.e.tags.get(tagKey(repo, tag));
       if (hit !== undefined) {
-        this.stats.hits++;
         return Promise.resolve(hit);
       }
     }
@@ -147,10 +141,8 @@ export class CachingMetaStore implements MetaStore {
     const key = tagKey(repo, tag);
     const hit = this.e.tags.get(key);
     if (hit !== undefined) {
-      this.stats.hits++;
       return hit;
     }
-    this.stats.misses++;
     const w = this.e.writes;
     const rec = await this.inner.getTag(repo, tag);
     if (rec !== undefined && !this.inTx && w === this.e.writes) this.e.tags.set(key, rec);
@@ -194,7 +186,6 @@ export class CachingMetaStore implements MetaStore {
     if (due === undefined) {
       const hit = this.e.manifests.get(digest);
       if (hit !== undefined) {
-        this.stats.hits++;
         return Promise.resolve(hit);
       }
     }
@@ -205,10 +196,8 @@ export class CachingMetaStore implements MetaStore {
     if (due !== undefined) await due;
     const hit = this.e.manifests.get(digest);
     if (hit !== undefined) {
-      this.stats.hits++;
       return hit;
     }
-    this.stats.misses++;
     const w = this.e.writes;
     const rec = await this.inner.getManifest(digest);
     if (rec !== undefined && !this.inTx && w === this.e.writes) this.e.manifests.set(digest, { mediaType: shared(rec.mediaType), size: rec.size });
@@ -279,7 +268,6 @@ export class CachingMetaStore implements MetaStore {
   hasLink(repo: string, digest: string): Promise<boolean> {
     const due = this.fresh();
     if (due === undefined && this.e.links.has(linkKey(repo, digest))) {
-      this.stats.hits++;
       return Promise.resolve(true);
     }
     return this.hasLinkSlow(due, repo, digest);
@@ -289,10 +277,8 @@ export class CachingMetaStore implements MetaStore {
     if (due !== undefined) await due;
     const key = linkKey(repo, digest);
     if (this.e.links.has(key)) {
-      this.stats.hits++;
       return true;
     }
-    this.stats.misses++;
     const w = this.e.writes;
     const linked = await this.inner.hasLink(repo, digest);
     if (linked && !this.inTx && w === this.e.writes) this.e.links.set(key, true);

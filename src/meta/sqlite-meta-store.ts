@@ -8,7 +8,7 @@
  * Other processes' commits are seen through `PRAGMA data_version` (generation()).
  */
 import Database from 'better-sqlite3';
-import type { Database as Db, Statement } from 'better-sqlite3';
+import type { Database as Db } from 'better-sqlite3';
 import type {
   ChildManifest,
   ManifestEntry,

@@ -7,7 +7,7 @@
  * `skopeo copy` of a 64 MiB image through a fresh mirror, cold then warm. Medians per build; the
  * order of the two builds flips every round. Run the same build on both sides first to see the noise.
  */
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, openSync, closeSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, openSync, closeSync, rmSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
