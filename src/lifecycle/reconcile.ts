@@ -60,11 +60,16 @@ export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner
     adopted += found.length;
     found = [];
   };
-  for await (const b of store.list()) {
+  for await (const page of store.list()) {
     if (stopped()) return { forgotten, adopted, scannedAfter: undefined, stopped: true };
-    if (known.has(b.digest) || (await meta.knows(b.digest))) continue;
-    found.push(b);
-    if (found.length >= SLICE) await adopt();
+    for (const digest of page) {
+      if (known.has(digest) || (await meta.knows(digest))) continue;
+      const size = await store.stat(parseDigest(digest)).catch(() => undefined);
+      if (size === undefined) continue; // removed meanwhile
+      found.push({ digest, size });
+      if (found.length >= SLICE) await adopt();
+    }
+    await new Promise((r) => setImmediate(r));
   }
   await adopt();
   await meta.setFilesReconciled(true);

@@ -72,12 +72,6 @@ export interface BlobWriter {
   close(): Promise<void>;
 }
 
-/** A committed blob as listed by iteration. */
-export interface StoredBlob {
-  digest: string;
-  size: number;
-}
-
 export interface BlobStore {
   /** Size of a committed blob; undefined when the store does not have it. */
   stat(d: Digest): Promise<number | undefined>;
@@ -99,8 +93,13 @@ export interface BlobStore {
   put(d: Digest, bytes: Uint8Array): Promise<void>;
   /** Deletes a committed blob; false when it was not there. Open readers keep their bytes. */
   delete(d: Digest): Promise<boolean>;
-  /** Every committed blob, in no particular order (reconciliation, garbage collection). */
-  list(): AsyncIterable<StoredBlob>;
+  /**
+   * The digest of every committed blob, in no particular order, in pages as the store reads them
+   * (a directory, an object listing page), for reconciliation and garbage collection. Sizes are not
+   * listed: on a filesystem that is one stat per blob, and callers need it only for the few blobs
+   * they do not already know (stat them).
+   */
+  list(): AsyncIterable<string[]>;
   /** Bytes the store can still take (free disk space); undefined when it cannot tell (object storage). */
   freeBytes(): Promise<number | undefined>;
   /** Ends this process's use of the store: its unfinished temporary data is removed. */

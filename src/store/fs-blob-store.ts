@@ -10,7 +10,10 @@ import { open, mkdir, readdir, rename, rm, stat, statfs, readFile, unlink, type 
 import { dirname, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { parseDigest, type Digest } from '../oci/index.ts';
-import type { BlobReader, BlobStore, BlobWriter, StoredBlob } from './blob-store.ts';
+import type { BlobReader, BlobStore, BlobWriter } from './blob-store.ts';
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+const SHA512_HEX = /^[0-9a-f]{128}$/;
 import { SEND_CHUNK, sendFileRange } from './send-file.ts';
 import { blobPath, blobsRoot, newTempPath, processTmpDir, tmpDir } from './paths.ts';
 import { ownerAlive, ownerToken } from './owner.ts';
@@ -331,23 +334,17 @@ export class FsBlobStore implements BlobStore {
    * loop between folders so a large cache never blocks requests. Files whose names are not digests
    * are skipped.
    */
-  async *list(): AsyncIterable<StoredBlob> {
+  async *list(): AsyncIterable<string[]> {
     const root = blobsRoot(this.dataDir);
     for (const algorithm of ['sha256', 'sha512']) {
       const prefixes = await readdir(join(root, algorithm)).catch(() => [] as string[]);
       for (const prefix of prefixes) {
-        await new Promise((r) => setImmediate(r));
         const names = await readdir(join(root, algorithm, prefix)).catch(() => [] as string[]);
-        for (const name of names) {
-          const digest = `${algorithm}:${name}`;
-          try {
-            parseDigest(digest);
-          } catch {
-            continue;
-          }
-          const size = await stat(join(root, algorithm, prefix, name)).then((st) => st.size, () => undefined);
-          if (size !== undefined) yield { digest, size };
-        }
+        const page: string[] = [];
+        // Content files are named by their canonical hex; anything else (a stray file) is not listed.
+        const hex = algorithm === 'sha256' ? SHA256_HEX : SHA512_HEX;
+        for (const name of names) if (hex.test(name)) page.push(`${algorithm}:${name}`);
+        if (page.length > 0) yield page;
       }
     }
   }

@@ -3,9 +3,11 @@
  * effect is smaller than the benchmark's run-to-run noise (±15 % on this machine):
  *   node --import tsx test/bench/ab.ts OLD/bin/regmirror.js NEW/bin/regmirror.js [rounds]
  * (an old build: `git worktree add /tmp/old <commit> && ln -s $PWD/node_modules /tmp/old/ && (cd /tmp/old && npm run build)`).
- * Figures: warm manifest GET and HEAD by tag (hey, 64 connections, 4 s), and 20 concurrent
+ * Figures: warm manifest GET and HEAD by tag and by digest (hey, 64 connections, 4 s), and 20 concurrent
  * `skopeo copy` of a 64 MiB image through a fresh mirror, cold then warm. Medians per build; the
  * order of the two builds flips every round. Run the same build on both sides first to see the noise.
+ * AB_COPIES_ONLY=1 skips the manifest figures, AB_MANIFESTS_ONLY=1 the copies; AB_NODE_ARGS adds node options to both mirrors
+ * (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
  */
 import { mkdtempSync, writeFileSync, readFileSync, openSync, closeSync, rmSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -33,7 +35,7 @@ async function start(bin: string, upstream: string): Promise<{ url: string; chil
   writeFileSync(join(dir, 'mirror.toml'), `default_registry = "gcr.io"\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[cache]\ntag_ttl = "1h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream}"\n`);
   const log = join(dir, 'log');
   const fd = openSync(log, 'a');
-  const child = spawn(process.execPath, ['--max-semi-space-size=4', bin, 'serve', '--config', join(dir, 'mirror.toml')], { stdio: ['ignore', fd, fd] });
+  const child = spawn(process.execPath, ['--max-semi-space-size=4', ...(process.env.AB_NODE_ARGS ?? '').split(' ').filter(Boolean), bin, 'serve', '--config', join(dir, 'mirror.toml')], { stdio: ['ignore', fd, fd] });
   closeSync(fd);
   let port = 0;
   await waitFor('the mirror to listen', () => {
@@ -65,10 +67,15 @@ async function main(): Promise<void> {
         const m = await start(bin, upstream.url);
         try {
           const url = `${m.url}/v2/bench/small/manifests/latest`;
-          await hey(url, 'GET', 1, 8, { Accept: ACCEPT });
-          for (const method of ['GET', 'HEAD'] as const) note(`${name} manifest ${method} by tag, req/s`, (await hey(url, method, 4, 64, { Accept: ACCEPT })).rps);
+          if (process.env.AB_COPIES_ONLY === undefined) {
+            await hey(url, 'GET', 1, 8, { Accept: ACCEPT });
+            for (const method of ['GET', 'HEAD'] as const) note(`${name} manifest ${method} by tag, req/s`, (await hey(url, method, 4, 64, { Accept: ACCEPT })).rps);
+            const digest = (await fetch(url, { method: 'HEAD', headers: { Accept: ACCEPT } })).headers.get('docker-content-digest') ?? '';
+            const byDigest = `${m.url}/v2/bench/small/manifests/${digest}`;
+            for (const method of ['GET', 'HEAD'] as const) note(`${name} manifest ${method} by digest, req/s`, (await hey(byDigest, method, 4, 64, { Accept: ACCEPT })).rps);
+          }
           const host = m.url.replace('http://', '');
-          for (const pass of ['cold', 'warm']) {
+          for (const pass of process.env.AB_MANIFESTS_ONLY === undefined ? ['cold', 'warm'] : []) {
             const t = performance.now();
             await Promise.all(Array.from({ length: 20 }, (_, i) => skopeo(['copy', '--src-tls-verify=false', `docker://${host}/gcr.io/bench/large:latest`, `dir:${join(work, `${name}-${round}-${pass}-${i}`)}`])));
             note(`${name} 20 skopeo copies ${pass}, ms`, performance.now() - t);
