@@ -63,6 +63,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: {
       platform: { type: 'string', multiple: true, value: 'P', help: 'only these platforms of an index (os/arch[/variant]; repeat or separate with commas); default every platform' },
       concurrency: { type: 'string', value: 'N', help: 'images pulled at once, 1 to 64 (default 4)' },
+      pin: { type: 'boolean', help: 'pin every seeded image (the byte budget keeps it; regmirror cache unpin)' },
       json: JSON_OPT,
     },
     example: 'regmirror seed images.txt --platform linux/amd64',
@@ -104,6 +105,58 @@ export const COMMANDS: readonly CommandSpec[] = [
     example: 'regmirror config containerd --mirror-url https://mirror.example:5000 --out /etc/containerd',
   },
   {
+    name: 'cache ls',
+    args: [],
+    summary: 'list the cached images, least recently used first: digest, bytes (own / with shared), last use, pinned',
+    options: { registry: { type: 'string', value: 'HOST', help: 'only images of this registry (or local namespace)' }, json: JSON_OPT },
+    example: 'regmirror cache ls --registry gcr.io',
+  },
+  {
+    name: 'cache du',
+    args: [],
+    summary: 'bytes in the cache, in total and by registry',
+    options: { json: JSON_OPT },
+    example: 'regmirror cache du',
+  },
+  {
+    name: 'cache rm',
+    args: ['IMAGE'],
+    summary: 'remove IMAGE from the cache (blobs other images hold stay); the next pull fetches it again',
+    details: 'Safe beside a running server: it answers from the upstream at its next request.',
+    options: { json: JSON_OPT },
+    example: 'regmirror cache rm gcr.io/distroless/static:nonroot',
+  },
+  {
+    name: 'cache pin',
+    args: ['IMAGE'],
+    summary: 'keep IMAGE whatever the byte budget needs (a tag: what it points at now and after it moves)',
+    details: 'The digest a pinned tag pointed at before it moved stays pinned for 24 hours.',
+    options: {},
+    example: 'regmirror cache pin registry.k8s.io/pause:3.10',
+  },
+  {
+    name: 'cache unpin',
+    args: ['IMAGE'],
+    summary: 'remove the pin of IMAGE (pins from [cache] pins come back at the next start)',
+    options: {},
+    example: 'regmirror cache unpin registry.k8s.io/pause:3.10',
+  },
+  {
+    name: 'cache gc',
+    args: [],
+    summary: 'remove blobs no cached manifest references, rows whose bytes are missing, and stray files',
+    details: 'Content younger than [cache] evict_grace stays (a push uploads its blobs before its manifest).',
+    options: { 'dry-run': { type: 'boolean', help: 'report what would be removed, remove nothing' }, json: JSON_OPT },
+    example: 'regmirror cache gc --dry-run',
+  },
+  {
+    name: 'cache verify',
+    args: [],
+    summary: 're-hash every cached manifest and blob; exits 1 when any is corrupt or missing',
+    options: { repair: { type: 'boolean', help: 'quarantine corrupt files (data_dir/quarantine/) and forget them, so the next pull fetches them again' }, json: JSON_OPT },
+    example: 'regmirror cache verify --repair',
+  },
+  {
     name: 'help',
     args: ['[COMMAND]'],
     summary: "print a command's usage (or the list of commands)",
@@ -120,6 +173,9 @@ export const CONFIG_OPTION_RUNTIMES: Readonly<Record<string, readonly string[]>>
   namespace: ['containerd', 'gdc'],
   credentials: ['gdc'],
 };
+
+const CACHE_ACTIONS = COMMANDS.filter((c) => c.name.startsWith('cache ')).map((c) => c.name.slice(6));
+const COMMAND_NAMES = [...new Set(COMMANDS.map((c) => c.name.split(' ')[0] ?? c.name))];
 
 export function findCommand(name: string): CommandSpec | undefined {
   return COMMANDS.find((c) => c.name === name);
@@ -201,9 +257,13 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     if (first.values.version === true) return { kind: 'version' };
     if (first.values.help === true) return { kind: 'overview' };
   }
-  const command = findCommand(name ?? 'serve');
-  if (command === undefined) throw new UsageError(`unknown command "${name ?? ''}": the commands are ${COMMANDS.map((c) => c.name).join(', ')}`);
-  const rest = commandToken === undefined ? [...argv] : argv.filter((_, i) => i !== commandToken.index);
+  // `cache ACTION`: the command is the two words.
+  const actionToken = name === 'cache' ? first.tokens.find((t) => t.kind === 'positional' && t.index > (commandToken?.index ?? 0)) : undefined;
+  const fullName = name === 'cache' ? `cache ${actionToken?.kind === 'positional' ? actionToken.value : ''}` : name;
+  const command = findCommand(fullName ?? 'serve');
+  if (command === undefined && name === 'cache') throw new UsageError(`unknown cache action "${fullName?.slice(6) ?? ''}": use one of ${CACHE_ACTIONS.join(', ')}`);
+  if (command === undefined) throw new UsageError(`unknown command "${name ?? ''}": the commands are ${COMMAND_NAMES.join(', ')}`);
+  const rest = commandToken === undefined ? [...argv] : argv.filter((_, i) => i !== commandToken.index && i !== actionToken?.index);
   const options: ParseArgsConfig['options'] = { version: { type: 'boolean', short: 'v' } };
   for (const [k, o] of Object.entries({ ...GLOBAL, ...command.options })) {
     options[k] = { type: o.type, ...(o.short === undefined ? {} : { short: o.short }), ...(o.multiple === true ? { multiple: true } : {}) };
@@ -225,11 +285,11 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   if (values.help === true) return { kind: 'help', command };
   if (values.version === true) return { kind: 'version' };
   if (command.name === 'help') {
-    const target = parsed.positionals[0];
+    const target = parsed.positionals[0] === 'cache' && parsed.positionals[1] !== undefined ? `cache ${parsed.positionals[1]}` : parsed.positionals[0];
     if (target === undefined) return { kind: 'overview' };
     const c = findCommand(target);
     if (c === undefined) throw new UsageError(`unknown command "${target}": the commands are ${COMMANDS.map((x) => x.name).join(', ')}`);
-    if (parsed.positionals.length > 1) throw new UsageError('help takes at most one COMMAND', 'help');
+    if (parsed.positionals.length > target.split(' ').length) throw new UsageError('help takes at most one COMMAND', 'help');
     return { kind: 'help', command: c };
   }
   if (parsed.positionals.length !== command.args.length) {

@@ -10,6 +10,7 @@ import { ConfigError, loadConfig, type Config } from '../config/index.ts';
 import { createLogger } from '../log/index.ts';
 import { RegistryError } from '../oci/index.ts';
 import { startServer } from './serve.ts';
+import { cacheAction, cacheRef } from './cache.ts';
 import { defaultMirrorUrl, verifyLocal, verifyRemote } from './verify.ts';
 import { openRuntime } from './runtime.ts';
 import { formatSeedSummary, seed } from './seed.ts';
@@ -121,6 +122,7 @@ interface CacheCommandOptions {
   platforms: string[];
   concurrency: number;
   output: string | undefined;
+  pin: boolean;
 }
 
 /** seed / export / import: commands that open the cache directly (beside a running server or not). */
@@ -132,6 +134,14 @@ async function cacheCommand(command: string, config: Config, arg: string, opts: 
   try {
     if (command === 'seed') {
       const s = await seed(rt, images, { platforms: opts.platforms, concurrency: opts.concurrency });
+      if (opts.pin) {
+        const failed = new Set(s.failed.map((f) => f.image));
+        for (const image of images) {
+          if (failed.has(image)) continue;
+          const ref = cacheRef(config, image);
+          await rt.meta.pin({ repo: ref.repo, reference: ref.digest ?? ref.tag ?? 'latest', source: 'seed' });
+        }
+      }
       process.stdout.write(opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatSeedSummary(s)}\n`);
       return s.failed.length === 0 ? 0 : 1;
     }
@@ -244,9 +254,20 @@ async function main(argv: string[]): Promise<number> {
         defaultHost: values.default === true,
       });
     }
+    if (name.startsWith('cache ')) {
+      const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level);
+      try {
+        return await cacheAction(name.slice(6), config, log, args[0] ?? '', { json: values.json === true, dryRun: values['dry-run'] === true, repair: values.repair === true, ...(str(values.registry) === undefined ? {} : { registry: str(values.registry) as string }) });
+      } catch (e) {
+        if (!(e instanceof RegistryError)) throw e;
+        process.stderr.write(`regmirror: ${e.message}
+`);
+        return 2;
+      }
+    }
     if (name === 'seed' || name === 'export' || name === 'import') {
       const platforms = (Array.isArray(values.platform) ? values.platform : []).flatMap((p) => p.split(',')).map((p) => p.trim()).filter((p) => p !== '');
-      return await cacheCommand(name, config, args[0] ?? '', { json: values.json === true, platforms, concurrency, output: str(values.output) });
+      return await cacheCommand(name, config, args[0] ?? '', { json: values.json === true, platforms, concurrency, output: str(values.output), pin: values.pin === true });
     }
     const image = args[0] ?? '';
     const mirror = (str(values.mirror) ?? defaultMirrorUrl(config)).replace(/\/+$/, '');

@@ -9,9 +9,10 @@ import { serve } from '@hono/node-server';
 import type { Config } from '../config/index.ts';
 import { accessLogger, createLogger, type Logger } from '../log/index.ts';
 import { ownerAlive } from '../store/index.ts';
-import { reconcile } from '../lifecycle/index.ts';
+import { Evictor, indexBlobRefs, reconcile } from '../lifecycle/index.ts';
 import { ProvenanceQuery, Pusher, warmUp } from '../mirror/index.ts';
 import { openRuntime } from './runtime.ts';
+import { cacheRef } from './cache.ts';
 import { Authenticator, answerClientError, createAdminApi, createApp, nodeFetch } from '../server/index.ts';
 import { formatListen } from '../config/index.ts';
 
@@ -24,6 +25,8 @@ export interface RunningServer {
 export async function startServer(config: Config, log: Logger = createLogger(config.log.level)): Promise<RunningServer> {
   const rt = await openRuntime(config, log, true);
   const { meta, mirror, routing } = rt;
+  // [cache] pins: the config's list replaces the previous config's (pins from the CLI stay).
+  await meta.setConfigPins(config.cache.pins.map((p) => ({ repo: p.repo, reference: p.reference })));
   const query = new ProvenanceQuery(meta, rt.provenance, routing);
   const tls = config.server.tlsCert !== undefined && config.server.tlsKey !== undefined
     ? { cert: readFileSync(config.server.tlsCert), key: readFileSync(config.server.tlsKey) }
@@ -35,7 +38,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const external = config.server.externalUrl === undefined ? undefined : new URL(config.server.externalUrl);
   const mirrorHost = (): string => external?.host ?? listenerAddress;
   const baseUrl = (): string => config.server.externalUrl ?? `${tls === undefined ? 'http' : 'https'}://${listenerAddress}`;
-  const admin = config.api.enabled ? createAdminApi(query, mirrorHost) : undefined;
+  const auth = config.auth === undefined ? undefined : new Authenticator(config.auth);
+  const cacheApi = { store: rt.store, meta, log, events: rt.events, resolve: (image: string) => cacheRef(config, image), graceMs: config.cache.evictGraceMs, ...(auth === undefined ? {} : { auth }) };
+  const admin = config.api.enabled ? createAdminApi(query, mirrorHost, cacheApi) : undefined;
   const uploads = await rt.uploads();
   const localNamespaces = config.namespaces.filter((n) => n.registry === undefined).map((n) => n.name);
   const pusher = new Pusher({ store: rt.store, uploads, meta, log, localNamespaces });
@@ -53,7 +58,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     log,
     pusher,
     baseUrl,
-    ...(config.auth === undefined ? {} : { auth: new Authenticator(config.auth) }),
+    ...(auth === undefined ? {} : { auth }),
     ...(admin !== undefined && config.api.listen === undefined ? { admin } : {}),
   });
   // Abandoned uploads are removed a while after their last write.
@@ -97,15 +102,29 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     'regmirror listening',
   );
   let shuttingDown = false;
-  void reconcile(rt.store, meta, ownerAlive, () => shuttingDown).then(
-    (r) => {
-      if (r.stopped === true) return;
-      const fields = { forgotten: r.forgotten, adopted: r.adopted, ...(r.scannedAfter === undefined ? {} : { scannedAfter: r.scannedAfter }) };
-      if (r.forgotten > 0 || r.adopted > 0) log.warn(fields, 'start-up reconciliation: forgot rows whose blobs were missing, added rows for blobs that had none');
-      else log.info(fields, 'start-up reconciliation: blobs and rows agree');
-    },
-    (e: unknown) => log.warn({ err: (e as Error).message }, 'start-up reconciliation failed'),
-  );
+  // The byte budget starts once the start-up passes are through (it plans over their rows).
+  const evictor = new Evictor({ store: rt.store, meta, log, events: rt.events }, {
+    evictAt: config.cache.evictAt,
+    evictTo: config.cache.evictTo,
+    graceMs: config.cache.evictGraceMs,
+    evictLocal: config.cache.evictLocal,
+    ...(config.cache.maxSizeBytes === undefined ? {} : { maxBytes: config.cache.maxSizeBytes }),
+    ...(config.cache.minFreeBytes === undefined ? {} : { minFreeBytes: config.cache.minFreeBytes }),
+  });
+  void (async () => {
+    const r = await reconcile(rt.store, meta, ownerAlive, () => shuttingDown);
+    if (r.stopped === true) return;
+    const fields = { forgotten: r.forgotten, adopted: r.adopted, ...(r.scannedAfter === undefined ? {} : { scannedAfter: r.scannedAfter }) };
+    if (r.forgotten > 0 || r.adopted > 0) log.warn(fields, 'start-up reconciliation: forgot rows whose blobs were missing, added rows for blobs that had none');
+    else log.info(fields, 'start-up reconciliation: blobs and rows agree');
+    const indexed = await indexBlobRefs(rt.store, meta, () => shuttingDown);
+    if (indexed > 0) log.info({ manifests: indexed }, 'indexed the blob references of manifests recorded by an older version (cache lifecycle)');
+    if (shuttingDown) return;
+    if (evictor.enabled) {
+      log.info({ maxSize: config.cache.maxSizeBytes, evictAt: config.cache.evictAt, evictTo: config.cache.evictTo, minFree: config.cache.minFreeBytes, evictGraceMs: config.cache.evictGraceMs }, 'cache budget on');
+    }
+    evictor.start();
+  })().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up reconciliation failed'));
 
   // The provenance API on its own address, when configured so.
   let apiServer: ReturnType<typeof serve> | undefined;
@@ -126,6 +145,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       shuttingDown = true;
       closing ??= (async () => {
         clearInterval(uploadTimer);
+        await evictor.stop();
         const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
         await new Promise<void>((r) => {
           server.close(() => r());

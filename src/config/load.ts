@@ -12,6 +12,7 @@ import { canonicalRegistryHost, DOCKER_HUB, DOCKER_HUB_ENDPOINT } from './docker
 import { ROLES, type AuthConfig, type AuthUser, type Role } from './types.ts';
 import type { Config, CredentialConfig, ListenAddress, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
 import { readDockerConfig } from './docker-config.ts';
+import { buildRoutingTable, routeImage } from '../routing/route.ts';
 
 /** A configuration problem; `keyPath` names the offending key. */
 export class ConfigError extends Error {
@@ -410,6 +411,9 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   const offline = cache?.bool('offline') ?? false;
   const memoryManifestBytes = cache?.size('memory_manifest_bytes') ?? 64 * 1024 * 1024;
   const directIo = cache?.bool('direct_io') ?? true;
+  const budget = readBudget(cache, maxSizeBytes);
+  const pinsRaw = cache?.strings('pins') ?? [];
+  const pinsKey = cache?.key('pins') ?? 'cache.pins';
   cache?.done();
 
   const upstream = root.table_('upstream');
@@ -471,10 +475,21 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   }
   root.done();
 
+  // Pins name images as clients pull them; resolved with the routing these tables define.
+  const table = buildRoutingTable(registries.map((r) => r.host), namespaces, defaultRegistry);
+  const pins = pinsRaw.map((image, i) => {
+    try {
+      const r = routeImage(image, table);
+      return { image, repo: r.route.localRepo, reference: r.digest ?? r.tag ?? 'latest' };
+    } catch (e) {
+      throw new ConfigError(`${pinsKey}[${i}]`, `"${image}": ${(e as Error).message} (pins name images as they are pulled, e.g. "gcr.io/distroless/static:nonroot")`);
+    }
+  });
+
   const config: Config = {
     defaultRegistry,
     server: { listen, dataDir, warmUp },
-    cache: { tagTtlMs, offline, memoryManifestBytes, directIo },
+    cache: { tagTtlMs, offline, memoryManifestBytes, directIo, ...budget, pins },
     log: { level: level as Config['log']['level'] },
     api: apiListen === undefined ? { enabled: apiEnabled } : { enabled: apiEnabled, listen: apiListen },
     registries,
@@ -489,6 +504,35 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   if (maxSizeBytes !== undefined) config.cache.maxSizeBytes = maxSizeBytes;
   if (externalUrl !== undefined) config.server.externalUrl = externalUrl;
   return config;
+}
+
+/** A percentage of max_size: "90%" (or a whole number 1-100). */
+function percent(r: TableReader, name: string): number | undefined {
+  if (!r.has(name)) return undefined;
+  const raw = r.string(name) ?? '';
+  const m = /^(\d{1,3}(?:\.\d+)?)\s*%$/.exec(raw.trim());
+  const v = m === null ? NaN : Number(m[1]);
+  if (!(v > 0 && v <= 100)) throw new ConfigError(r.key(name), `"${raw}" is not a percentage of max_size: use e.g. "90%"`);
+  return v / 100;
+}
+
+/** The byte budget keys of [cache] (DESIGN §11). evict_at / evict_to without max_size would do nothing: refused. */
+function readBudget(cache: TableReader | undefined, maxSizeBytes: number | undefined): Pick<Config['cache'], 'evictAt' | 'evictTo' | 'minFreeBytes' | 'evictGraceMs' | 'evictLocal'> {
+  const evictAt = cache === undefined ? undefined : percent(cache, 'evict_at');
+  const evictTo = cache === undefined ? undefined : percent(cache, 'evict_to');
+  if (maxSizeBytes === undefined) {
+    for (const [k, v] of [['evict_at', evictAt], ['evict_to', evictTo]] as const) {
+      if (v !== undefined) throw new ConfigError(cache?.key(k) ?? `cache.${k}`, 'is a share of max_size: set [cache] max_size too (e.g. max_size = "50GiB")');
+    }
+  }
+  if (maxSizeBytes === 0) throw new ConfigError(cache?.key('max_size') ?? 'cache.max_size', 'must be more than 0 (leave it out for no byte budget)');
+  const at = evictAt ?? 0.9;
+  const to = evictTo ?? Math.min(0.8, at);
+  if (to > at) throw new ConfigError(cache?.key('evict_to') ?? 'cache.evict_to', `must not be above evict_at (${Math.round(at * 100)}%): eviction starts at evict_at and stops at evict_to`);
+  const minFreeBytes = cache?.size('min_free');
+  const evictGraceMs = cache?.duration('evict_grace') ?? 5 * 60_000;
+  const evictLocal = cache?.bool('evict_local') ?? false;
+  return { evictAt: at, evictTo: to, evictGraceMs, evictLocal, ...(minFreeBytes === undefined || minFreeBytes === 0 ? {} : { minFreeBytes }) };
 }
 
 /** Parses TOML text; syntax errors become ConfigError with the line and column. */

@@ -52,8 +52,8 @@ export interface NamespaceConfig {
 }
 
 /** What a user of the mirror's own API may do (DESIGN §8, issue 6): local namespaces only. */
-export type Role = 'pull' | 'push' | 'delete';
-export const ROLES: readonly Role[] = ['pull', 'push', 'delete'];
+export type Role = 'pull' | 'push' | 'delete' | 'admin';
+export const ROLES: readonly Role[] = ['pull', 'push', 'delete', 'admin'];
 
 /** A user of the mirror: a bcrypt hash (htpasswd, password_hash) or a secret read at start-up. Never logged. */
 export interface AuthUser {
@@ -93,6 +93,18 @@ export interface Config {
     memoryManifestBytes: number;
     /** Write blobs with O_DIRECT where the filesystem takes it (no page-cache copy). */
     directIo: boolean;
+    /** Eviction starts above this share of maxSizeBytes (evict_at, default 90 %)... */
+    evictAt: number;
+    /** ...and stops at this one (evict_to, default 80 %). */
+    evictTo: number;
+    /** Free space the cache's filesystem keeps (min_free); eviction runs while less is free. */
+    minFreeBytes?: number;
+    /** New content is not evicted for this long (evict_grace, default 5 min). */
+    evictGraceMs: number;
+    /** Whether the budget may evict local namespaces' content (evict_local, default false). */
+    evictLocal: boolean;
+    /** Images the budget keeps ([cache] pins), resolved to repository + tag or digest. */
+    pins: Array<{ image: string; repo: string; reference: string }>;
   };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   /** The read-only provenance API: off, on the main listener (listen undefined), or on its own address. */

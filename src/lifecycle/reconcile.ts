@@ -10,7 +10,7 @@
  *   when one did (its note is still in the metadata and it is not alive), or when this cache was
  *   never reconciled; a cache whose processes all closed cleanly costs no listing.
  */
-import { parseDigest } from '../oci/index.ts';
+import { parseDigest, referencedDigests } from '../oci/index.ts';
 import type { BlobStore } from '../store/index.ts';
 import type { MetaStore } from '../meta/index.ts';
 
@@ -75,4 +75,29 @@ export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner
   await meta.setFilesReconciled(true);
   for (const owner of died) await meta.processClosed(owner);
   return { forgotten, adopted, scannedAfter: died.length > 0 ? `${died.length} process(es) that died with the cache open` : 'first start of this cache' };
+}
+
+/**
+ * Indexes the blob references of manifests recorded before schema 4 (the cache lifecycle counts
+ * them), reading each manifest's bytes from the store, a slice at a time. Nothing to do (one
+ * lookup) once done.
+ */
+export async function indexBlobRefs(store: BlobStore, meta: MetaStore, stopped: () => boolean = () => false): Promise<number> {
+  if (!(await meta.blobRefsPending())) return 0;
+  const digests: string[] = [];
+  for await (const d of meta.manifestDigests()) digests.push(d);
+  let indexed = 0;
+  for (let i = 0; i < digests.length; i += SLICE) {
+    await new Promise((r) => setImmediate(r));
+    if (stopped()) return indexed;
+    const refs = new Map<string, string[]>();
+    for (const d of digests.slice(i, i + SLICE)) {
+      const bytes = await store.read(parseDigest(d)).catch(() => undefined);
+      if (bytes !== undefined) refs.set(d, referencedDigests(bytes).blobs);
+    }
+    await meta.putBlobRefs(refs, i + SLICE >= digests.length);
+    indexed += refs.size;
+  }
+  if (digests.length === 0) await meta.putBlobRefs(new Map(), true);
+  return indexed;
 }

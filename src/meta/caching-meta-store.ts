@@ -13,11 +13,13 @@
  */
 import { LRUCache } from 'lru-cache';
 import type {
+  CacheInventory,
   ChildManifest,
   ManifestEntry,
   ManifestRecord,
   MetaStore,
   MetaTotals,
+  Pin,
   ProvenanceFilter,
   ProvenanceRecord,
   ServeDelta,
@@ -240,6 +242,56 @@ export class CachingMetaStore implements MetaStore {
 
   noteBlobRead(digest: string, size: number, now: number): void {
     this.inner.noteBlobRead(digest, size, now);
+  }
+
+  noteManifestRead(digest: string, now: number): void {
+    this.inner.noteManifestRead(digest, now);
+  }
+
+  flushReads(): Promise<void> {
+    return this.inner.flushReads();
+  }
+
+  // ------------------------------------------------------------- lifecycle
+
+  cacheBytes(): Promise<number> {
+    return this.inner.cacheBytes();
+  }
+
+  inventory(): Promise<CacheInventory> {
+    return this.inner.inventory();
+  }
+
+  async removeContent(manifests: readonly string[], blobs: readonly string[], usedBefore: number): Promise<{ manifests: string[]; blobs: string[] }> {
+    this.e.writes++;
+    const removed = await this.inner.removeContent(manifests, blobs, usedBefore);
+    // Tags of every repository pointing at a removed manifest went with it: drop everything.
+    if (removed.manifests.length > 0 || removed.blobs.length > 0) this.e.clear();
+    return removed;
+  }
+
+  pins(): Promise<Pin[]> {
+    return this.inner.pins();
+  }
+
+  pin(p: Pin): Promise<void> {
+    return this.inner.pin(p);
+  }
+
+  unpin(repo: string, reference: string): Promise<boolean> {
+    return this.inner.unpin(repo, reference);
+  }
+
+  setConfigPins(pins: ReadonlyArray<{ repo: string; reference: string }>): Promise<void> {
+    return this.inner.setConfigPins(pins);
+  }
+
+  blobRefsPending(): Promise<boolean> {
+    return this.inner.blobRefsPending();
+  }
+
+  putBlobRefs(refs: ReadonlyMap<string, readonly string[]>, done: boolean): Promise<void> {
+    return this.inner.putBlobRefs(refs, done);
   }
 
   adoptBlobs(found: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<void> {

@@ -63,6 +63,8 @@ export interface ManifestEntry {
   size: number;
   /** Every blob and manifest digest the manifest references. */
   references: readonly string[];
+  /** The blobs among them (config, layers): what the cache lifecycle counts references of. */
+  blobs: readonly string[];
   /** For an index: its platform manifests, in order. */
   children: readonly ChildManifest[];
   provenance: ProvenanceSource;
@@ -98,6 +100,46 @@ export interface MetaTotals {
   blobs: number;
   blobBytes: number;
 }
+
+/** One cached object as the cache lifecycle sees it. */
+export interface CachedObject {
+  digest: string;
+  size: number;
+  createdAt: number;
+  /** The last time it was served or read (ms; buffered reads count once flushed). */
+  usedAt: number;
+}
+
+export interface CachedManifest extends CachedObject {
+  /** Blobs it references (config, layers). */
+  blobs: string[];
+  /** Platform manifests of an index. */
+  children: string[];
+}
+
+/**
+ * A pin: `reference` (a tag or a digest) of `repo` is kept by the budget. `until` bounds it: the
+ * digest a pinned tag pointed at before it moved stays pinned for a while (PIN_PREVIOUS_MS).
+ */
+export interface Pin {
+  repo: string;
+  reference: string;
+  source: 'cli' | 'config' | 'seed' | 'moved';
+  until?: number;
+}
+
+/** Everything the cache lifecycle plans over, read in one pass. */
+export interface CacheInventory {
+  manifests: CachedManifest[];
+  blobs: CachedObject[];
+  tags: Array<{ repo: string; tag: string; digest: string }>;
+  /** Digests linked to a local namespace (pushed or imported content). */
+  local: Set<string>;
+  pins: Pin[];
+}
+
+/** How long the digest a pinned tag pointed at stays pinned after the tag moved. */
+export const PIN_PREVIOUS_MS = 24 * 3600_000;
 
 /** A failure of the metadata store itself (not an unknown key). */
 export class MetaStoreError extends Error {
@@ -148,7 +190,8 @@ export interface MetaStore {
   putBlob(repo: string, digest: string, size: number, now: number): Promise<void>;
   /**
    * Notes that a blob was read now. Buffered: implementations batch these off the hot path and
-   * write them within seconds and on close(); a blob whose row is missing gets it back.
+   * write them within seconds and on close(). A read never creates a row: content removed
+   * meanwhile (evicted, deleted) stays gone.
    */
   noteBlobRead(digest: string, size: number, now: number): void;
   /** Records blobs found in the BlobStore without a row (reconciliation). */
@@ -157,6 +200,36 @@ export interface MetaStore {
   blobDigests(): AsyncIterable<string>;
   /** True when `digest` has a blob or a manifest row. */
   knows(digest: string): Promise<boolean>;
+
+  /** Notes that a manifest was served now (buffered like noteBlobRead; a missing row stays missing). */
+  noteManifestRead(digest: string, now: number): void;
+  /** Writes the buffered reads now (before the lifecycle plans over last-use times). */
+  flushReads(): Promise<void>;
+
+  // ------------------------------------------------------------- lifecycle
+  /** Bytes of every blob and manifest row (what the byte budget counts). */
+  cacheBytes(): Promise<number>;
+  /** Every manifest, blob, tag, local digest and pin (the lifecycle's plan input). */
+  inventory(): Promise<CacheInventory>;
+  /**
+   * Removes manifests and blobs, atomically, re-checking each against writes since the plan: a
+   * manifest or blob used at or after `usedBefore`, a manifest that another manifest not being
+   * removed lists as a child, or a blob that a remaining manifest references, stays. A removed
+   * manifest takes its tags (in every repository), links, children, blob references and
+   * provenance with it; a removed blob its links. Returns what was removed: delete those bytes.
+   */
+  removeContent(manifests: readonly string[], blobs: readonly string[], usedBefore: number): Promise<{ manifests: string[]; blobs: string[] }>;
+  pins(): Promise<Pin[]>;
+  /** Pins `reference` of `repo` (idempotent; a second source replaces the first). */
+  pin(p: Pin): Promise<void>;
+  /** Removes a pin; false when there was none. */
+  unpin(repo: string, reference: string): Promise<boolean>;
+  /** Replaces the pins of source 'config' with `pins` (config reload). */
+  setConfigPins(pins: ReadonlyArray<{ repo: string; reference: string }>): Promise<void>;
+  /** True while manifests recorded before schema 4 have no blob references indexed yet. */
+  blobRefsPending(): Promise<boolean>;
+  /** Indexes blob references of manifests (manifest → blobs); `done` ends the pending state. */
+  putBlobRefs(refs: ReadonlyMap<string, readonly string[]>, done: boolean): Promise<void>;
 
   // ----------------------------------------------------------------- links
   link(repo: string, digest: string): Promise<void>;

@@ -10,20 +10,28 @@
 import Database from 'better-sqlite3';
 import type { Database as Db } from 'better-sqlite3';
 import type {
+  CacheInventory,
+  CachedManifest,
+  CachedObject,
   ChildManifest,
   ManifestEntry,
   ManifestRecord,
   MetaStore,
   MetaTotals,
+  Pin,
   ProvenanceFilter,
   ProvenanceRecord,
   ServeDelta,
   TagRecord,
   UploadRecord,
 } from './meta-store.ts';
+import { PIN_PREVIOUS_MS } from './meta-store.ts';
 
-/** 1: blobs, manifests, tags, repo links. 2: provenance records, index children, counters. 3: upload sessions. */
-export const SCHEMA_VERSION = 3;
+/**
+ * 1: blobs, manifests, tags, repo links. 2: provenance records, index children, counters. 3: upload
+ * sessions. 4: the cache lifecycle: manifests.accessed_at, manifest → blob references, pins.
+ */
+export const SCHEMA_VERSION = 4;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -37,7 +45,8 @@ CREATE TABLE IF NOT EXISTS manifests (
   digest      TEXT PRIMARY KEY,
   media_type  TEXT NOT NULL,
   size        INTEGER NOT NULL,
-  created_at  INTEGER NOT NULL
+  created_at  INTEGER NOT NULL,
+  accessed_at INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
   repo        TEXT NOT NULL,
@@ -77,6 +86,21 @@ CREATE TABLE IF NOT EXISTS manifest_children (
   media_type  TEXT,
   platform    TEXT,
   PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS children_by_child ON manifest_children (child);
+CREATE TABLE IF NOT EXISTS manifest_blobs (
+  manifest    TEXT NOT NULL,
+  blob        TEXT NOT NULL,
+  PRIMARY KEY (manifest, blob)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS manifest_blobs_by_blob ON manifest_blobs (blob);
+CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest);
+CREATE TABLE IF NOT EXISTS pins (
+  repo        TEXT NOT NULL,
+  reference   TEXT NOT NULL,
+  source      TEXT NOT NULL,
+  until       INTEGER,
+  PRIMARY KEY (repo, reference)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (
@@ -127,6 +151,8 @@ function toRecord(r: Row): ProvenanceRecord {
 
 /** How long blob read times wait in memory before they are written in one transaction. */
 const READ_FLUSH_MS = 30_000;
+/** Rows per inventory statement. */
+const INVENTORY_PAGE = 2000;
 
 /** The synchronous tables under the facade; every method is one or a few prepared statements. */
 class SqliteTables {
@@ -134,6 +160,8 @@ class SqliteTables {
   private readonly st;
   /** Blob reads not yet written (noteBlobRead), one record per digest, updated in place. */
   readonly reads = new Map<string, { at: number; size: number }>();
+  /** Manifest serves not yet written (noteManifestRead). */
+  readonly manifestReads = new Map<string, { at: number }>();
 
   constructor(path: string) {
     const db = new Database(path);
@@ -142,6 +170,13 @@ class SqliteTables {
     db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 5000');
     db.pragma('temp_store = MEMORY');
+    const hadManifests = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'manifests'").get() !== undefined;
+    if (hadManifests && !db.prepare<[], { name: string }>('PRAGMA table_info(manifests)').all().some((c) => c.name === 'accessed_at')) {
+      // Schema 3 → 4: a manifest's last use starts at its creation; its blob references are
+      // indexed from its bytes at the next start-up reconciliation (blob_refs_pending).
+      db.exec('ALTER TABLE manifests ADD COLUMN accessed_at INTEGER NOT NULL DEFAULT 0; UPDATE manifests SET accessed_at = created_at');
+      db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('blob_refs_pending', '1')").run();
+    }
     db.exec(SCHEMA);
     const row = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema_version'").get();
     if (row === undefined) {
@@ -150,7 +185,7 @@ class SqliteTables {
       db.close();
       throw new Error(`metadata schema version ${row.value} is newer than this regmirror understands (${SCHEMA_VERSION})`);
     } else if (Number(row.value) < SCHEMA_VERSION) {
-      // Every schema step so far only adds tables (CREATE ... IF NOT EXISTS above).
+      // Every schema step so far adds tables (CREATE ... IF NOT EXISTS above) or a column (above).
       db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SCHEMA_VERSION));
     }
     this.st = {
@@ -162,7 +197,34 @@ class SqliteTables {
       touchTag: db.prepare<[number, string, string, string]>('UPDATE tags SET checked_at = ? WHERE repo = ? AND tag = ? AND digest = ?'),
       listTags: db.prepare<[string], { tag: string }>('SELECT tag FROM tags WHERE repo = ? ORDER BY tag'),
       getManifest: db.prepare<[string], { media_type: string; size: number }>('SELECT media_type, size FROM manifests WHERE digest = ?'),
-      putManifest: db.prepare<[string, string, number, number]>('INSERT OR IGNORE INTO manifests (digest, media_type, size, created_at) VALUES (?, ?, ?, ?)'),
+      putManifest: db.prepare<[string, string, number, number, number]>(
+        'INSERT INTO manifests (digest, media_type, size, created_at, accessed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET accessed_at = MAX(accessed_at, excluded.accessed_at)',
+      ),
+      manifestRead: db.prepare<[number, string]>('UPDATE manifests SET accessed_at = MAX(accessed_at, ?) WHERE digest = ?'),
+      blobRead: db.prepare<[number, string]>('UPDATE blobs SET accessed_at = MAX(accessed_at, ?) WHERE digest = ?'),
+      manifestBlob: db.prepare<[string, string]>('INSERT OR IGNORE INTO manifest_blobs (manifest, blob) VALUES (?, ?)'),
+      cacheBytes: db.prepare<[], number>('SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs) + (SELECT COALESCE(SUM(size), 0) FROM manifests)').pluck(),
+      invManifests: db.prepare<[string, number], { digest: string; size: number; created_at: number; accessed_at: number }>('SELECT digest, size, created_at, accessed_at FROM manifests WHERE digest > ? ORDER BY digest LIMIT ?'),
+      invBlobs: db.prepare<[string, number], { digest: string; size: number; created_at: number; accessed_at: number }>('SELECT digest, size, created_at, accessed_at FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?'),
+      invManifestBlobs: db.prepare<[], { manifest: string; blob: string }>('SELECT manifest, blob FROM manifest_blobs'),
+      invChildren: db.prepare<[], { parent: string; child: string }>('SELECT parent, child FROM manifest_children'),
+      invTags: db.prepare<[], { repo: string; tag: string; digest: string }>('SELECT repo, tag, digest FROM tags'),
+      invLocal: db.prepare<[], string>("SELECT DISTINCT digest FROM repo_content WHERE repo >= '_local/' AND repo < '_local0'").pluck(),
+      manifestUsed: db.prepare<[string], { accessed_at: number }>('SELECT accessed_at FROM manifests WHERE digest = ?'),
+      blobUsed: db.prepare<[string], { accessed_at: number }>('SELECT accessed_at FROM blobs WHERE digest = ?'),
+      hasOtherParent: db.prepare<[string], { parent: string }>('SELECT parent FROM manifest_children WHERE child = ?'),
+      blobReferenced: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM manifest_blobs WHERE blob = ? LIMIT 1'),
+      delTagsOf: db.prepare<[string]>('DELETE FROM tags WHERE digest = ?'),
+      delLinksOf: db.prepare<[string]>('DELETE FROM repo_content WHERE digest = ?'),
+      delChildrenOf: db.prepare<[string]>('DELETE FROM manifest_children WHERE parent = ?'),
+      delBlobRefsOf: db.prepare<[string]>('DELETE FROM manifest_blobs WHERE manifest = ?'),
+      delProvenanceOf: db.prepare<[string]>('DELETE FROM provenance WHERE digest = ?'),
+      pins: db.prepare<[], { repo: string; reference: string; source: string; until: number | null }>('SELECT repo, reference, source, until FROM pins ORDER BY repo, reference'),
+      pin: db.prepare<[string, string, string, number | null]>('INSERT OR REPLACE INTO pins (repo, reference, source, until) VALUES (?, ?, ?, ?)'),
+      unpin: db.prepare<[string, string]>('DELETE FROM pins WHERE repo = ? AND reference = ?'),
+      pinOf: db.prepare<[string, string], { source: string }>('SELECT source FROM pins WHERE repo = ? AND reference = ?'),
+      expirePins: db.prepare<[number]>('DELETE FROM pins WHERE until IS NOT NULL AND until < ?'),
+      clearConfigPins: db.prepare("DELETE FROM pins WHERE source = 'config'"),
       getBlob: db.prepare<[string], { size: number }>('SELECT size FROM blobs WHERE digest = ?'),
       putBlob: db.prepare<[string, number, number, number]>(
         'INSERT INTO blobs (digest, size, created_at, accessed_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET accessed_at = excluded.accessed_at',
@@ -211,7 +273,14 @@ class SqliteTables {
   }
 
   putTag(repo: string, tag: string, digest: string, now: number): void {
-    this.st.putTag.run(repo, tag, digest, now, now);
+    this.db.transaction(() => {
+      const before = this.st.getTag.get(repo, tag);
+      // A pinned tag that moves: the digest it pointed at stays pinned for PIN_PREVIOUS_MS.
+      if (before !== undefined && before.digest !== digest && this.st.pinOf.get(repo, tag) !== undefined) {
+        this.st.pin.run(repo, before.digest, 'moved', now + PIN_PREVIOUS_MS);
+      }
+      this.st.putTag.run(repo, tag, digest, now, now);
+    })();
   }
 
   touchTag(repo: string, tag: string, digest: string, now: number): void {
@@ -241,7 +310,8 @@ class SqliteTables {
   putManifest(m: ManifestEntry, now: number): void {
     const p = m.provenance;
     this.db.transaction(() => {
-      this.st.putManifest.run(m.digest, p.mediaType, m.size, now);
+      this.st.putManifest.run(m.digest, p.mediaType, m.size, now, now);
+      for (const b of m.blobs) this.st.manifestBlob.run(m.digest, b);
       this.st.link.run(m.repo, m.digest);
       for (const d of m.references) this.st.link.run(m.repo, d);
       this.st.provRecord.run(m.repo, m.digest, p.registry, p.repository, p.mediaType, p.size, p.source, p.sourceUrl ?? null, p.upstreamDigest ?? null, now, now);
@@ -277,13 +347,107 @@ class SqliteTables {
     })();
   }
 
-  /** Writes the buffered blob reads in one transaction (upserts: a missing row comes back). */
+  /**
+   * Writes the buffered reads in one transaction. Updates only: a row removed meanwhile (evicted,
+   * deleted) must not come back for content that is gone.
+   */
   flushReads(): void {
-    if (this.reads.size === 0) return;
-    const batch = [...this.reads];
+    if (this.reads.size === 0 && this.manifestReads.size === 0) return;
+    const blobs = [...this.reads];
+    const manifests = [...this.manifestReads];
     this.reads.clear();
+    this.manifestReads.clear();
     this.db.transaction(() => {
-      for (const [digest, a] of batch) this.st.putBlob.run(digest, a.size, a.at, a.at);
+      for (const [digest, a] of blobs) this.st.blobRead.run(a.at, digest);
+      for (const [digest, a] of manifests) this.st.manifestRead.run(a.at, digest);
+    })();
+  }
+
+  cacheBytes(): number {
+    return this.st.cacheBytes.get() as number;
+  }
+
+  /** One page of manifests or blobs after `after` (keyset paging: each page is a short statement). */
+  inventoryPage(kind: 'manifests' | 'blobs', after: string, limit: number): CachedObject[] {
+    const st = kind === 'manifests' ? this.st.invManifests : this.st.invBlobs;
+    return st.all(after, limit).map((r) => ({ digest: r.digest, size: r.size, createdAt: r.created_at, usedAt: Math.max(r.accessed_at, r.created_at) }));
+  }
+
+  inventoryRest(manifests: Map<string, CachedManifest>): Omit<CacheInventory, 'manifests' | 'blobs'> {
+    for (const r of this.st.invManifestBlobs.iterate()) manifests.get(r.manifest)?.blobs.push(r.blob);
+    for (const r of this.st.invChildren.iterate()) manifests.get(r.parent)?.children.push(r.child);
+    return { tags: this.st.invTags.all(), local: new Set(this.st.invLocal.all() as string[]), pins: this.pins() };
+  }
+
+  removeContent(manifests: readonly string[], blobs: readonly string[], usedBefore: number): { manifests: string[]; blobs: string[] } {
+    return this.db.transaction(() => {
+      const going = new Set(manifests);
+      const removedM: string[] = [];
+      for (const d of manifests) {
+        const row = this.st.manifestUsed.get(d);
+        if (row === undefined) continue;
+        if (row.accessed_at >= usedBefore) {
+          going.delete(d);
+          continue;
+        }
+        if (this.st.hasOtherParent.all(d).some((p) => !going.has(p.parent))) {
+          going.delete(d);
+          continue;
+        }
+        removedM.push(d);
+      }
+      for (const d of removedM) {
+        this.st.delTagsOf.run(d);
+        this.st.delLinksOf.run(d);
+        this.st.delChildrenOf.run(d);
+        this.st.delBlobRefsOf.run(d);
+        this.st.delProvenanceOf.run(d);
+        this.st.forgetManifest.run(d);
+      }
+      const removedB: string[] = [];
+      for (const d of blobs) {
+        const row = this.st.blobUsed.get(d);
+        if (row === undefined || row.accessed_at >= usedBefore) continue;
+        if (this.st.blobReferenced.get(d) !== undefined) continue;
+        this.st.delLinksOf.run(d);
+        this.st.forgetBlob.run(d);
+        removedB.push(d);
+      }
+      return { manifests: removedM, blobs: removedB };
+    })();
+  }
+
+  pins(): Pin[] {
+    return this.st.pins.all().map((r) => ({ repo: r.repo, reference: r.reference, source: r.source as Pin['source'], ...(r.until === null ? {} : { until: r.until }) }));
+  }
+
+  pin(p: Pin): void {
+    this.st.pin.run(p.repo, p.reference, p.source, p.until ?? null);
+  }
+
+  unpin(repo: string, reference: string): boolean {
+    return this.st.unpin.run(repo, reference).changes > 0;
+  }
+
+  setConfigPins(pins: ReadonlyArray<{ repo: string; reference: string }>): void {
+    this.db.transaction(() => {
+      this.st.clearConfigPins.run();
+      for (const p of pins) if (this.st.pinOf.get(p.repo, p.reference) === undefined) this.st.pin.run(p.repo, p.reference, 'config', null);
+    })();
+  }
+
+  expirePins(now: number): void {
+    this.st.expirePins.run(now);
+  }
+
+  blobRefsPending(): boolean {
+    return this.st.metaGet.get('blob_refs_pending') !== undefined;
+  }
+
+  putBlobRefs(refs: ReadonlyMap<string, readonly string[]>, done: boolean): void {
+    this.db.transaction(() => {
+      for (const [m, blobs] of refs) for (const b of blobs) this.st.manifestBlob.run(m, b);
+      if (done) this.st.metaDelete.run('blob_refs_pending');
     })();
   }
 
@@ -526,6 +690,82 @@ export class SqliteMetaStore implements MetaStore {
     const seen = this.t.reads.get(digest);
     if (seen === undefined) this.t.reads.set(digest, { at: now, size });
     else seen.at = now;
+  }
+
+  noteManifestRead(digest: string, now: number): void {
+    const seen = this.t.manifestReads.get(digest);
+    if (seen === undefined) this.t.manifestReads.set(digest, { at: now });
+    else seen.at = now;
+  }
+
+  async flushReads(): Promise<void> {
+    await this.wait();
+    this.t.flushReads();
+  }
+
+  async cacheBytes(): Promise<number> {
+    await this.wait();
+    return this.t.cacheBytes();
+  }
+
+  /**
+   * Read a page at a time (INVENTORY_PAGE rows), yielding to the event loop between pages: 100k
+   * blobs in one statement held the event loop for tens of milliseconds while requests waited.
+   */
+  async inventory(): Promise<CacheInventory> {
+    const pages = async (kind: 'manifests' | 'blobs'): Promise<CachedObject[]> => {
+      const out: CachedObject[] = [];
+      let after = '';
+      for (;;) {
+        await this.wait();
+        const page = this.t.inventoryPage(kind, after, INVENTORY_PAGE);
+        for (const o of page) out.push(o);
+        if (page.length < INVENTORY_PAGE) return out;
+        after = page[page.length - 1]?.digest ?? '';
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    const manifests = new Map<string, CachedManifest>();
+    for (const m of await pages('manifests')) manifests.set(m.digest, { ...m, blobs: [], children: [] });
+    const blobs = await pages('blobs');
+    await this.wait();
+    return { manifests: [...manifests.values()], blobs, ...this.t.inventoryRest(manifests) };
+  }
+
+  async removeContent(manifests: readonly string[], blobs: readonly string[], usedBefore: number): Promise<{ manifests: string[]; blobs: string[] }> {
+    await this.wait();
+    return this.t.removeContent(manifests, blobs, usedBefore);
+  }
+
+  async pins(): Promise<Pin[]> {
+    await this.wait();
+    this.t.expirePins(Date.now());
+    return this.t.pins();
+  }
+
+  async pin(p: Pin): Promise<void> {
+    await this.wait();
+    this.t.pin(p);
+  }
+
+  async unpin(repo: string, reference: string): Promise<boolean> {
+    await this.wait();
+    return this.t.unpin(repo, reference);
+  }
+
+  async setConfigPins(pins: ReadonlyArray<{ repo: string; reference: string }>): Promise<void> {
+    await this.wait();
+    this.t.setConfigPins(pins);
+  }
+
+  async blobRefsPending(): Promise<boolean> {
+    await this.wait();
+    return this.t.blobRefsPending();
+  }
+
+  async putBlobRefs(refs: ReadonlyMap<string, readonly string[]>, done: boolean): Promise<void> {
+    await this.wait();
+    this.t.putBlobRefs(refs, done);
   }
 
   async adoptBlobs(found: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<void> {

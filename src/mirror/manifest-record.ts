@@ -25,5 +25,5 @@ export function indexChildren(body: Uint8Array): ChildManifest[] {
  */
 export function manifestEntry(repo: string, digest: string, body: Uint8Array, src: ProvenanceSource): ManifestEntry {
   const refs = referencedDigests(body);
-  return { repo, digest, size: body.byteLength, references: [...refs.blobs, ...refs.manifests], children: indexChildren(body), provenance: src };
+  return { repo, digest, size: body.byteLength, references: [...refs.blobs, ...refs.manifests], blobs: refs.blobs, children: indexChildren(body), provenance: src };
 }

@@ -71,6 +71,8 @@ export class Manifests {
     if (ref === undefined) throw new RegistryError('MANIFEST_UNKNOWN', 'no manifest reference');
     const result = ref.kind === 'digest' ? await this.byDigest(route, parseDigest(ref.digest), headOnly) : await this.byTag(route, ref.tag, headOnly);
     const { events } = this.ctx;
+    // Last use for the cache lifecycle (a miss was just recorded with the time).
+    if (result.cache !== 'miss') this.ctx.meta.noteManifestRead(result.digest, this.ctx.now());
     if (events.has('manifestServed')) {
       events.emit('manifestServed', { registry: route.registry ?? `local/${route.namespace ?? ''}`, repo: route.localRepo, digest: result.digest, cache: result.cache, at: this.ctx.now() });
     }

@@ -1,14 +1,31 @@
 /**
- * The read-only provenance API under /_regmirror/v1/ (a prefix no /v2 repository name can take):
+ * The mirror's own API under /_regmirror/v1/ (a prefix no /v2 repository name can take):
  *   GET /_regmirror/v1/provenance?image=gcr.io/foo/bar:1.0    one image: digest, repoDigests, source, times, counts
  *   GET /_regmirror/v1/provenance?registry=&repo=&since=&limit=&offset=   records, newest first
  *   GET /_regmirror/v1/summary                                  hit ratio, bytes from cache vs fetched
- * Never shows credentials: records hold endpoint URLs only.
+ *   GET    /_regmirror/v1/cache/images[?registry=]              `regmirror cache ls`
+ *   GET    /_regmirror/v1/cache/usage                           `regmirror cache du`
+ *   DELETE /_regmirror/v1/cache/images?image=IMAGE             `regmirror cache rm`
+ *   PUT / DELETE /_regmirror/v1/cache/pins?image=IMAGE          `regmirror cache pin / unpin`
+ *   POST   /_regmirror/v1/cache/gc[?dry_run=true]               `regmirror cache gc`
+ * The cache endpoints need a user with the "admin" role (Basic credentials or a token from the
+ * mirror's token endpoint); without [auth] there is no such user and the ones that change the cache
+ * are refused, never open. Never shows credentials: records hold endpoint URLs only.
  */
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import { RegistryError, renderErrorBody } from '../oci/index.ts';
 import type { ProvenanceQuery } from '../mirror/index.ts';
+import type { Authenticator } from './auth.ts';
+import type { RemovalDeps } from '../lifecycle/index.ts';
+import { collectGarbage, diskUsage, listImages, removeImage, type CacheRef } from '../lifecycle/cache-admin.ts';
+
+/** What the cache endpoints need: the stores, how to read an IMAGE, the grace period for gc. */
+export interface CacheApiDeps extends RemovalDeps {
+  resolve(image: string): CacheRef;
+  graceMs: number;
+  auth?: Authenticator;
+}
 
 const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
@@ -24,8 +41,9 @@ function intParam(v: string | undefined, name: string, def: number, max: number)
 }
 
 /** Builds the API routes; `mirrorHost` gives the host shown in repo digests (external_url or the listener). */
-export function createAdminApi(query: ProvenanceQuery, mirrorHost: () => string): Hono<{ Bindings: HttpBindings }> {
+export function createAdminApi(query: ProvenanceQuery, mirrorHost: () => string, cache?: CacheApiDeps): Hono<{ Bindings: HttpBindings }> {
   const api = new Hono<{ Bindings: HttpBindings }>();
+  if (cache !== undefined) mountCacheApi(api, cache);
   api.get('/_regmirror/v1/provenance', async (c) => {
     try {
       const host = mirrorHost();
@@ -54,6 +72,55 @@ export function createAdminApi(query: ProvenanceQuery, mirrorHost: () => string)
       return fail(e);
     }
   });
-  api.all('/_regmirror/v1/*', () => fail(new RegistryError('NAME_UNKNOWN', 'unknown API endpoint: see /_regmirror/v1/provenance and /_regmirror/v1/summary')));
+  api.all('/_regmirror/v1/*', () => fail(new RegistryError('NAME_UNKNOWN', 'unknown API endpoint: see /_regmirror/v1/provenance, /_regmirror/v1/summary and /_regmirror/v1/cache/')));
   return api;
+}
+
+/** The cache endpoints; every one checks the admin role first (a change without [auth]: refused). */
+function mountCacheApi(api: Hono<{ Bindings: HttpBindings }>, deps: CacheApiDeps): void {
+  const admin = async (header: string | undefined, changes: boolean): Promise<void> => {
+    if (deps.auth === undefined) {
+      if (!changes) return;
+      throw new RegistryError('DENIED', 'changing the cache over the API needs a user with the "admin" role: add [auth] with [[auth.user]] roles = ["admin"] to mirror.toml (or run regmirror cache ... on the mirror host)');
+    }
+    const who = await deps.auth.identify(header);
+    if (who?.user === undefined) throw new RegistryError('UNAUTHORIZED', 'the cache API needs a mirror user with the "admin" role (Basic credentials or a token)', { headers: { 'WWW-Authenticate': 'Basic realm="regmirror"' } });
+    if (!who.user.roles.has('admin')) throw new RegistryError('DENIED', `user "${who.user.name}" lacks the "admin" role (its roles: ${[...who.user.roles].join(', ') || 'none'}; see [auth] in mirror.toml)`);
+  };
+  const image = (v: string | undefined): CacheRef => {
+    if (v === undefined || v === '') throw new RegistryError('BAD_REQUEST', 'name the image: ?image=gcr.io/foo/bar:1.0');
+    return deps.resolve(v);
+  };
+  const handle = (changes: boolean, fn: (c: { req: { query(k: string): string | undefined; header(k: string): string | undefined } }) => Promise<unknown>) =>
+    async (c: Context<{ Bindings: HttpBindings }>): Promise<Response> => {
+      try {
+        await admin(c.req.header('authorization'), changes);
+        return c.json(await fn(c));
+      } catch (e) {
+        const err = e instanceof RegistryError ? e : new RegistryError('UNKNOWN', 'internal error; see the mirror log');
+        return new Response(renderErrorBody(err), { status: err.status, headers: { ...JSON_HEADERS, ...(err.headers ?? {}) } });
+      }
+    };
+  api.get('/_regmirror/v1/cache/images', handle(false, async (c) => {
+    const images = await listImages(deps.meta, c.req.query('registry'));
+    return { images: images.map((i) => ({ names: i.names, digest: i.root ?? i.blobs[0], kind: i.root === undefined ? 'blob' : 'image', bytes: i.bytes, ownBytes: i.ownBytes, lastUsed: i.usedAt, created: i.createdAt, pinned: i.pinned, local: i.local })) };
+  }));
+  api.get('/_regmirror/v1/cache/usage', handle(false, () => diskUsage(deps.meta)));
+  api.delete('/_regmirror/v1/cache/images', handle(true, async (c) => {
+    const name = c.req.query('image');
+    const r = await removeImage(deps, image(name));
+    if (r === undefined) throw new RegistryError('MANIFEST_UNKNOWN', `${name ?? ''} is not in the cache`);
+    return { image: name, digest: r.image.root, bytes: r.bytes };
+  }));
+  api.put('/_regmirror/v1/cache/pins', handle(true, async (c) => {
+    const ref = image(c.req.query('image'));
+    await deps.meta.pin({ repo: ref.repo, reference: ref.digest ?? ref.tag ?? 'latest', source: 'cli' });
+    return { pinned: c.req.query('image') };
+  }));
+  api.delete('/_regmirror/v1/cache/pins', handle(true, async (c) => {
+    const ref = image(c.req.query('image'));
+    if (!(await deps.meta.unpin(ref.repo, ref.digest ?? ref.tag ?? 'latest'))) throw new RegistryError('NAME_UNKNOWN', `${c.req.query('image') ?? ''} is not pinned`);
+    return { unpinned: c.req.query('image') };
+  }));
+  api.post('/_regmirror/v1/cache/gc', handle(true, (c) => collectGarbage(deps, { graceMs: deps.graceMs, dryRun: c.req.query('dry_run') === 'true' })));
 }

@@ -75,6 +75,8 @@ export interface BlobWriter {
 export interface BlobStore {
   /** Size of a committed blob; undefined when the store does not have it. */
   stat(d: Digest): Promise<number | undefined>;
+  /** When a committed blob was written (ms); undefined when the store does not have it. */
+  modifiedAt(d: Digest): Promise<number | undefined>;
   /**
    * Whether the store has committed blob `d`: the cheapest question a store can answer
    * (reconciliation asks it for every row). Throws only when the store itself fails.
@@ -93,6 +95,11 @@ export interface BlobStore {
   put(d: Digest, bytes: Uint8Array): Promise<void>;
   /** Deletes a committed blob; false when it was not there. Open readers keep their bytes. */
   delete(d: Digest): Promise<boolean>;
+  /**
+   * Moves a committed blob aside (corrupt content kept for a person to look at): it is no longer
+   * visible under its digest. Returns where it went; undefined when it was not there.
+   */
+  quarantine(d: Digest): Promise<string | undefined>;
   /**
    * The digest of every committed blob, in no particular order, in pages as the store reads them
    * (a directory, an object listing page), for reconciliation and garbage collection. Sizes are not

@@ -15,7 +15,7 @@ import type { BlobReader, BlobStore, BlobWriter } from './blob-store.ts';
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const SHA512_HEX = /^[0-9a-f]{128}$/;
 import { SEND_CHUNK, sendFileRange } from './send-file.ts';
-import { blobPath, blobsRoot, newTempPath, processTmpDir, tmpDir } from './paths.ts';
+import { blobPath, blobsRoot, newTempPath, processTmpDir, quarantinePath, tmpDir } from './paths.ts';
 import { ownerAlive, ownerToken } from './owner.ts';
 
 import { StagedFile, probeDirectIo, writeAll } from './staging.ts';
@@ -325,6 +325,27 @@ export class FsBlobStore implements BlobStore {
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  async modifiedAt(d: Digest): Promise<number | undefined> {
+    try {
+      return (await stat(blobPath(this.dataDir, d))).mtimeMs;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async quarantine(d: Digest): Promise<string | undefined> {
+    const target = quarantinePath(this.dataDir, d, Date.now());
+    await mkdir(dirname(target), { recursive: true });
+    try {
+      await rename(blobPath(this.dataDir, d), target);
+      return target;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;
     }
   }

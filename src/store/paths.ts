@@ -8,6 +8,7 @@
  *     tmp/p<pid>-<start>/<random>.partial   fills in progress (same filesystem, for rename), one folder
  *                                           per live process (owner.ts): <start> is the process's
  *                                           start time, so a reused pid is not taken for its owner
+ *     quarantine/<alg>-<hex>-<ms>           corrupt content moved aside by `cache verify --repair`
  *     meta.db (+ -wal, -shm)                SQLite metadata
  *
  * Only validated digests reach these functions (oci.parseDigest), so no path ever leaves data_dir.
@@ -35,6 +36,10 @@ export function processTmpDir(dataDir: string, owner: string): string {
 
 export function newTempPath(dir: string): string {
   return join(dir, `${randomBytes(12).toString('hex')}.partial`);
+}
+
+export function quarantinePath(dataDir: string, d: Digest, now: number): string {
+  return join(dataDir, 'quarantine', `${d.algorithm}-${d.hex}-${now}`);
 }
 
 export function metaDbPath(dataDir: string): string {

@@ -187,6 +187,9 @@ export function blobStoreContract(name: string, make: () => Promise<BlobStoreFix
     await pending.write(bytes(30, 10));
     const listed = new Map<string, number>();
     for await (const page of s.list()) for (const d of page) listed.set(d, (await s.stat(parseDigest(d))) ?? -1);
+    const written = await s.modifiedAt(digestOf(a));
+    assert.ok(written !== undefined && Math.abs(written - Date.now()) < 60_000, 'modifiedAt: when it was committed');
+    assert.equal(await s.modifiedAt(digestOf(bytes(30, 10))), undefined, 'nothing for a blob in progress');
     assert.deepEqual(listed, new Map([[digestOf(a).value, 10], [digestOf(b).value, 20]]));
     await pending.abort();
     await pending.close();

@@ -25,6 +25,7 @@ function entry(repo: string, digest: string, refs: string[] = [], children: Mani
     digest,
     size: 123,
     references: refs,
+    blobs: refs.filter((d) => !children.some((c) => c.digest === d)),
     children,
     provenance: { registry: 'gcr.io', repository: repo.replace(/^gcr\.io\//, ''), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 123, source: 'upstream', sourceUrl: 'https://gcr.io' },
   };
@@ -110,7 +111,7 @@ export function metaStoreContract(name: string, make: () => Promise<MetaStoreFix
     assert.equal(await meta.hasLink('gcr.io/b', D(20)), true);
   });
 
-  withMeta('blobs: put links, adopt and forget, reads buffered until close', async (f) => {
+  withMeta('blobs: put links, adopt and forget, read times buffered until close', async (f) => {
     const { meta } = f;
     await meta.putBlob('gcr.io/a', D(30), 42, 1);
     assert.equal(await meta.getBlobSize(D(30)), 42);
@@ -119,10 +120,13 @@ export function metaStoreContract(name: string, make: () => Promise<MetaStoreFix
     assert.deepEqual(await all(meta.blobDigests()), [D(30), D(31)]);
     await meta.forgetBlobs([D(30), D(31)]);
     assert.deepEqual(await all(meta.blobDigests()), []);
+    await meta.putBlob('gcr.io/a', D(33), 5, 1);
     meta.noteBlobRead(D(32), 99, 3);
+    meta.noteBlobRead(D(33), 5, 4);
     await meta.close();
     const again = await f.reopen();
-    assert.equal(await again.getBlobSize(D(32)), 99, 'a read blob without a row gets it back');
+    assert.equal(await again.getBlobSize(D(32)), undefined, 'a read never brings back a row (content evicted meanwhile stays gone)');
+    assert.equal((await again.inventory()).blobs.find((b) => b.digest === D(33))?.usedAt, 4, 'the read time was written at close');
   });
 
   withMeta('counters add up; totals count manifests, hits, misses, blobs and bytes', async ({ meta }) => {
@@ -208,5 +212,67 @@ export function metaStoreContract(name: string, make: () => Promise<MetaStoreFix
     assert.equal(await meta.filesReconciled(), false);
     await meta.setFilesReconciled(true);
     assert.equal(await meta.filesReconciled(), true);
+  });
+
+  withMeta('lifecycle: inventory with blob references and children, last use from reads, cacheBytes', async ({ meta }) => {
+    await meta.putBlob('gcr.io/a', D(11), 1000, 100);
+    await meta.putBlob('gcr.io/a', D(12), 2000, 100);
+    await meta.putManifest(entry('gcr.io/a', D(10), [D(11), D(12)]), 100);
+    await meta.putManifest(entry('gcr.io/a', D(20), [D(10)], [{ digest: D(10) }]), 100);
+    await meta.putTag('gcr.io/a', 'v1', D(20), 100);
+    assert.equal(await meta.cacheBytes(), 1000 + 2000 + 123 + 123);
+    meta.noteManifestRead(D(10), 500);
+    meta.noteBlobRead(D(11), 1000, 700);
+    await meta.flushReads();
+    const inv = await meta.inventory();
+    const m10 = inv.manifests.find((m) => m.digest === D(10));
+    assert.deepEqual(m10?.blobs.sort(), [D(11), D(12)]);
+    assert.equal(m10?.usedAt, 500);
+    assert.deepEqual(inv.manifests.find((m) => m.digest === D(20))?.children, [D(10)]);
+    assert.equal(inv.blobs.find((b) => b.digest === D(11))?.usedAt, 700);
+    assert.deepEqual(inv.tags, [{ repo: 'gcr.io/a', tag: 'v1', digest: D(20) }]);
+  });
+
+  withMeta('lifecycle: removeContent re-checks uses since the plan, children and references', async ({ meta }) => {
+    await meta.putBlob('gcr.io/a', D(11), 1000, 100);
+    await meta.putBlob('gcr.io/a', D(12), 1000, 100);
+    await meta.putManifest(entry('gcr.io/a', D(10), [D(11), D(12)]), 100);
+    await meta.putManifest(entry('gcr.io/b', D(30), [D(12)]), 100);
+    await meta.putTag('gcr.io/a', 'v1', D(10), 100);
+    // Used after the plan (at 150): stays.
+    meta.noteManifestRead(D(10), 200);
+    await meta.flushReads();
+    assert.deepEqual(await meta.removeContent([D(10)], [D(11), D(12)], 150), { manifests: [], blobs: [] });
+    // Planned after that use: the manifest, its tag and its own blob go; the blob D(30) holds stays.
+    const r = await meta.removeContent([D(10)], [D(11), D(12)], 300);
+    assert.deepEqual(r, { manifests: [D(10)], blobs: [D(11)] });
+    assert.equal(await meta.getTag('gcr.io/a', 'v1'), undefined);
+    assert.equal(await meta.getManifest(D(10)), undefined);
+    assert.equal(await meta.getBlobSize(D(12)), 1000);
+    assert.equal(await meta.hasLink('gcr.io/a', D(11)), false);
+    // A removed blob's buffered read does not bring its row back.
+    meta.noteBlobRead(D(11), 1000, 400);
+    await meta.flushReads();
+    assert.equal(await meta.getBlobSize(D(11)), undefined);
+    // A child another index still lists stays.
+    await meta.putManifest(entry('gcr.io/a', D(40), [D(30)], [{ digest: D(30) }]), 100);
+    assert.deepEqual((await meta.removeContent([D(30)], [], 1000)).manifests, []);
+  });
+
+  withMeta('pins: put, list, unpin; a pinned tag that moves keeps its previous digest pinned; config pins replaced', async ({ meta }) => {
+    await meta.pin({ repo: 'gcr.io/a', reference: 'v1', source: 'cli' });
+    await meta.putTag('gcr.io/a', 'v1', D(1), Date.now());
+    await meta.putTag('gcr.io/a', 'v1', D(2), Date.now());
+    const pins = await meta.pins();
+    assert.ok(pins.some((p) => p.reference === 'v1' && p.source === 'cli'));
+    const moved = pins.find((p) => p.reference === D(1));
+    assert.equal(moved?.source, 'moved');
+    assert.ok((moved?.until ?? 0) > Date.now());
+    await meta.setConfigPins([{ repo: 'gcr.io/b', reference: 'x' }]);
+    await meta.setConfigPins([{ repo: 'gcr.io/c', reference: 'y' }]);
+    const after = (await meta.pins()).map((p) => `${p.repo}:${p.reference}`);
+    assert.ok(after.includes('gcr.io/c:y') && !after.includes('gcr.io/b:x'), after.join(' '));
+    assert.equal(await meta.unpin('gcr.io/a', 'v1'), true);
+    assert.equal(await meta.unpin('gcr.io/a', 'v1'), false);
   });
 }

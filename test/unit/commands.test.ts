@@ -33,7 +33,7 @@ test('help: <cmd> --help, help <cmd>, --help alone, --version', () => {
 });
 
 test("an option of another command is refused naming the option, the command and the option's owners", () => {
-  assert.throws(() => parseCommandLine(['serve', '--json']), (e: unknown) => e instanceof UsageError && e.command === 'serve' && /--json is not an option of serve \(it belongs to verify, inspect, seed, export, import\)/.test(e.message));
+  assert.throws(() => parseCommandLine(['serve', '--json']), (e: unknown) => e instanceof UsageError && e.command === 'serve' && /--json is not an option of serve \(it belongs to verify, inspect, seed, export, import, cache ls, cache du, cache rm, cache gc, cache verify\)/.test(e.message));
   assert.throws(() => parseCommandLine(['import', 'b.tar', '--platform', 'x']), /--platform is not an option of import \(it belongs to seed\)/);
   assert.throws(() => parseCommandLine(['seed', 'l', '--bogus']), /--bogus is not an option of seed$/);
   assert.throws(() => parseCommandLine(['export', 'l', '-o']), (e: unknown) => e instanceof UsageError && e.command === 'export');

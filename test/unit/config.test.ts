@@ -151,7 +151,7 @@ test('[auth]: users from htpasswd (bcrypt only) and [[auth.user]], roles checked
   writeFileSync(join(dir, 'htpasswd-md5'), 'old:$apr1$abc$def\n');
   rejects(`${REG}[auth]\nhtpasswd = "htpasswd-md5"\n`, 'auth.htpasswd', /line 1: .*only bcrypt/);
   rejects(`${REG}[auth]\ntoken_ttl = "5m"\n`, 'auth', /has no users/);
-  rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword = "p"\nroles = ["admin"]\n`, 'auth.user[0].roles', /"admin" is not a role/);
+  rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword = "p"\nroles = ["root"]\n`, 'auth.user[0].roles', /"root" is not a role: use "pull", "push", "delete", "admin"/);
   rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword_hash = "plain"\n`, 'auth.user[0].password_hash', /not a bcrypt hash/);
   rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword = "p"\npassword_env = "P"\n`, 'auth.user[0].password_hash', /exactly one/);
   rejects(`${REG}[auth]\n[[auth.user]]\nname = "x"\npassword_env = "NOPE"\n`, 'auth.user[0].password_env', /NOPE is not set/);

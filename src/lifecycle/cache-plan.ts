@@ -1,0 +1,166 @@
+/**
+ * The cache's images, read from a MetaStore inventory (DESIGN §11). Pure: no I/O, so the planner
+ * is tested in process and the server, `cache ls` and `cache rm` agree on what an image is.
+ *
+ * - An image is a root manifest (one no stored index lists as a child) with its platform
+ *   manifests and every blob they reference. Its last use is the latest use of any of them.
+ * - Blobs and manifests are counted across images: removing an image frees only what no other
+ *   image holds. A blob no manifest references is an image of its own (an orphan).
+ * - Protected from the byte budget: pinned images (a pinned tag's current digest, a pinned digest,
+ *   the previous digest of a pinned tag that moved), content of local namespaces (unless
+ *   `evictLocal`), anything created within the grace period, and digests in use (fills in flight).
+ */
+import type { CacheInventory, CachedObject } from '../meta/index.ts';
+
+export interface CacheImage {
+  /** The root manifest; undefined for an orphan blob. */
+  root: string | undefined;
+  manifests: string[];
+  blobs: string[];
+  /** Bytes of its manifests and blobs (own and shared). */
+  bytes: number;
+  /** Bytes no other image holds: what removing it frees. */
+  ownBytes: number;
+  usedAt: number;
+  createdAt: number;
+  /** `repo:tag` names pointing at the root (or `repo@digest` links for a digest-only image). */
+  names: string[];
+  pinned: boolean;
+  local: boolean;
+}
+
+export interface PlanOptions {
+  now: number;
+  graceMs: number;
+  evictLocal: boolean;
+  /** Digests that must stay (fills in flight). */
+  inUse?: ReadonlySet<string>;
+}
+
+/** What a repository name looks like to a person: local namespaces lose the `_local/` prefix. */
+export function displayRepo(repo: string): string {
+  return repo.startsWith('_local/') ? repo.slice('_local/'.length) : repo;
+}
+
+/** Every image of the inventory, least recently used first. */
+export function cacheImages(inv: CacheInventory, now = Date.now()): CacheImage[] {
+  const manifests = new Map(inv.manifests.map((m) => [m.digest, m]));
+  const blobs = new Map<string, CachedObject>(inv.blobs.map((b) => [b.digest, b]));
+  const isChild = new Set<string>();
+  for (const m of inv.manifests) for (const c of m.children) if (manifests.has(c)) isChild.add(c);
+
+  const tagsOf = new Map<string, string[]>();
+  for (const t of inv.tags) {
+    const list = tagsOf.get(t.digest) ?? [];
+    list.push(`${displayRepo(t.repo)}:${t.tag}`);
+    tagsOf.set(t.digest, list);
+  }
+  const pinnedRefs = new Set<string>();
+  for (const p of inv.pins) {
+    if (p.until !== undefined && p.until < now) continue;
+    if (p.reference.includes(':')) pinnedRefs.add(p.reference);
+    else {
+      const tag = inv.tags.find((t) => t.repo === p.repo && t.tag === p.reference);
+      if (tag !== undefined) pinnedRefs.add(tag.digest);
+    }
+  }
+
+  const images: CacheImage[] = [];
+  const holders = new Map<string, number>();
+  const hold = (d: string): void => void holders.set(d, (holders.get(d) ?? 0) + 1);
+  for (const m of inv.manifests) {
+    if (isChild.has(m.digest)) continue;
+    const ms: string[] = [];
+    const bs = new Set<string>();
+    const visit = (d: string): void => {
+      const row = manifests.get(d);
+      if (row === undefined || ms.includes(d)) return;
+      ms.push(d);
+      for (const b of row.blobs) if (blobs.has(b)) bs.add(b);
+      for (const c of row.children) visit(c);
+    };
+    visit(m.digest);
+    let usedAt = 0;
+    let createdAt = 0;
+    let bytes = 0;
+    for (const d of ms) {
+      const row = manifests.get(d) as CachedObject;
+      usedAt = Math.max(usedAt, row.usedAt);
+      createdAt = Math.max(createdAt, row.createdAt);
+      bytes += row.size;
+      hold(d);
+    }
+    for (const d of bs) {
+      const row = blobs.get(d) as CachedObject;
+      usedAt = Math.max(usedAt, row.usedAt);
+      bytes += row.size;
+      hold(d);
+    }
+    images.push({
+      root: m.digest,
+      manifests: ms,
+      blobs: [...bs],
+      bytes,
+      ownBytes: 0,
+      usedAt,
+      createdAt,
+      names: tagsOf.get(m.digest) ?? [],
+      pinned: ms.some((d) => pinnedRefs.has(d)),
+      local: ms.some((d) => inv.local.has(d)),
+    });
+  }
+  for (const b of inv.blobs) {
+    if (holders.has(b.digest)) continue;
+    images.push({ root: undefined, manifests: [], blobs: [b.digest], bytes: b.size, ownBytes: b.size, usedAt: b.usedAt, createdAt: b.createdAt, names: [], pinned: pinnedRefs.has(b.digest), local: inv.local.has(b.digest) });
+  }
+  for (const img of images) {
+    if (img.root === undefined) continue;
+    let own = 0;
+    for (const d of img.manifests) if (holders.get(d) === 1) own += manifests.get(d)?.size ?? 0;
+    for (const d of img.blobs) if (holders.get(d) === 1) own += blobs.get(d)?.size ?? 0;
+    img.ownBytes = own;
+  }
+  return images.sort((a, b) => a.usedAt - b.usedAt);
+}
+
+/** Whether the budget may remove `img` now. */
+export function evictable(img: CacheImage, o: PlanOptions): boolean {
+  if (img.pinned) return false;
+  if (img.local && !o.evictLocal) return false;
+  if (img.createdAt > o.now - o.graceMs || img.usedAt > o.now - o.graceMs) return false;
+  if (o.inUse !== undefined && (img.blobs.some((d) => o.inUse?.has(d)) || img.manifests.some((d) => o.inUse?.has(d)))) return false;
+  return true;
+}
+
+/**
+ * The images to remove, least recently used first, until at least `bytesToFree` would be freed
+ * (counting shared content once it has no holder left). Orphan blobs go in the same order.
+ */
+export function planEviction(inv: CacheInventory, bytesToFree: number, o: PlanOptions): CacheImage[] {
+  const images = cacheImages(inv, o.now);
+  const size = new Map<string, number>();
+  for (const m of inv.manifests) size.set(m.digest, m.size);
+  for (const b of inv.blobs) size.set(b.digest, b.size);
+  const holders = new Map<string, number>();
+  for (const img of images) for (const d of [...img.manifests, ...img.blobs]) holders.set(d, (holders.get(d) ?? 0) + 1);
+  const plan: CacheImage[] = [];
+  let freed = 0;
+  for (const img of images) {
+    if (freed >= bytesToFree) break;
+    if (!evictable(img, o)) continue;
+    let frees = 0;
+    for (const d of [...img.manifests, ...img.blobs]) {
+      const left = (holders.get(d) ?? 1) - 1;
+      holders.set(d, left);
+      if (left === 0) frees += size.get(d) ?? 0;
+    }
+    freed += frees;
+    plan.push(img);
+  }
+  return plan;
+}
+
+/** The name an operator reads for an image in a log line: its first tag, else its digest. */
+export function imageName(img: CacheImage): string {
+  return img.names[0] ?? img.root ?? img.blobs[0] ?? '?';
+}
