@@ -111,12 +111,17 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     ...(config.cache.maxSizeBytes === undefined ? {} : { maxBytes: config.cache.maxSizeBytes }),
     ...(config.cache.minFreeBytes === undefined ? {} : { minFreeBytes: config.cache.minFreeBytes }),
   });
+  // Reconciliation runs beside the budget (a row whose bytes are gone costs the evictor nothing);
+  // the budget waits only for the blob references of an older cache to be indexed, without which
+  // every blob would look unreferenced.
   void (async () => {
     const r = await reconcile(rt.store, meta, ownerAlive, () => shuttingDown);
     if (r.stopped === true) return;
     const fields = { forgotten: r.forgotten, adopted: r.adopted, ...(r.scannedAfter === undefined ? {} : { scannedAfter: r.scannedAfter }) };
     if (r.forgotten > 0 || r.adopted > 0) log.warn(fields, 'start-up reconciliation: forgot rows whose blobs were missing, added rows for blobs that had none');
     else log.info(fields, 'start-up reconciliation: blobs and rows agree');
+  })().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up reconciliation failed'));
+  void (async () => {
     const indexed = await indexBlobRefs(rt.store, meta, () => shuttingDown);
     if (indexed > 0) log.info({ manifests: indexed }, 'indexed the blob references of manifests recorded by an older version (cache lifecycle)');
     if (shuttingDown) return;
@@ -124,7 +129,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       log.info({ maxSize: config.cache.maxSizeBytes, evictAt: config.cache.evictAt, evictTo: config.cache.evictTo, minFree: config.cache.minFreeBytes, evictGraceMs: config.cache.evictGraceMs }, 'cache budget on');
     }
     evictor.start();
-  })().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up reconciliation failed'));
+  })().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'could not start the cache budget'));
 
   // The provenance API on its own address, when configured so.
   let apiServer: ReturnType<typeof serve> | undefined;

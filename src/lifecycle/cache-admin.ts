@@ -18,7 +18,7 @@ export interface CacheRef {
 }
 
 export async function listImages(meta: MetaStore, registry?: string): Promise<CacheImage[]> {
-  const images = cacheImages(await meta.inventory());
+  const images = await cacheImages(await meta.inventory());
   if (registry === undefined) return images;
   return images.filter((i) => i.names.some((n) => n.startsWith(`${registry}/`)));
 }
@@ -51,7 +51,7 @@ export async function removeImage(deps: RemovalDeps, ref: CacheRef): Promise<{ i
   const root = await resolveRoot(deps.meta, ref);
   if (root === undefined) return undefined;
   const inv = await deps.meta.inventory();
-  const images = cacheImages(inv);
+  const images = await cacheImages(inv);
   // The image whose closure holds the digest (a platform manifest of an index: that index).
   const image = images.find((i) => i.root === root) ?? images.find((i) => i.manifests.includes(root));
   if (image === undefined) return undefined;
@@ -96,7 +96,7 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
     }
     if (!referenced.has(b.digest) && b.createdAt < now - o.graceMs && b.usedAt < now - o.graceMs) report.orphanBlobs.push({ digest: b.digest, bytes: b.size });
   }
-  const images = cacheImages(inv, now);
+  const images = await cacheImages(inv, now);
   for (const m of inv.manifests) {
     known.add(m.digest);
     if (!(await store.has(parseDigest(m.digest)))) report.missing.push(m.digest);
@@ -132,7 +132,7 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
     const img = byDigest.get(b.digest);
     if (img !== undefined) doomed.push(img);
   }
-  await removeImages(deps, inv, doomed, 'gc', now - o.graceMs);
+  await removeImages(deps, inv, doomed, 'gc', now - o.graceMs, 2000);
   return report;
 }
 

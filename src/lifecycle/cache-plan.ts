@@ -10,7 +10,7 @@
  *   the previous digest of a pinned tag that moved), content of local namespaces (unless
  *   `evictLocal`), anything created within the grace period, and digests in use (fills in flight).
  */
-import type { CacheInventory, CachedObject } from '../meta/index.ts';
+import type { CacheInventory, CachedManifest, CachedObject } from '../meta/index.ts';
 
 export interface CacheImage {
   /** The root manifest; undefined for an orphan blob. */
@@ -37,15 +37,34 @@ export interface PlanOptions {
   inUse?: ReadonlySet<string>;
 }
 
+const NONE: string[] = [];
+
 /** What a repository name looks like to a person: local namespaces lose the `_local/` prefix. */
 export function displayRepo(repo: string): string {
   return repo.startsWith('_local/') ? repo.slice('_local/'.length) : repo;
 }
 
 /** Every image of the inventory, least recently used first. */
-export function cacheImages(inv: CacheInventory, now = Date.now()): CacheImage[] {
-  const manifests = new Map(inv.manifests.map((m) => [m.digest, m]));
-  const blobs = new Map<string, CachedObject>(inv.blobs.map((b) => [b.digest, b]));
+export async function cacheImages(inv: CacheInventory, now = Date.now()): Promise<CacheImage[]> {
+  return (await analyze(inv, now)).images;
+}
+
+/** Loop steps between yields to the event loop: 100k objects in one go held it ~300 ms. */
+const STEPS_PER_TURN = 5000;
+
+/** The images, and for every digest how many images hold it and its size (the planner's counts). */
+async function analyze(inv: CacheInventory, now: number): Promise<{ images: CacheImage[]; holders: Map<string, number>; size: (d: string) => number }> {
+  let steps = 0;
+  const step = async (): Promise<void> => {
+    if (++steps % STEPS_PER_TURN === 0) await new Promise((r) => setImmediate(r));
+  };
+  const manifests = new Map<string, CachedManifest>();
+  for (const m of inv.manifests) manifests.set(m.digest, m);
+  const blobs = new Map<string, CachedObject>();
+  for (const b of inv.blobs) {
+    blobs.set(b.digest, b);
+    await step();
+  }
   const isChild = new Set<string>();
   for (const m of inv.manifests) for (const c of m.children) if (manifests.has(c)) isChild.add(c);
 
@@ -69,6 +88,7 @@ export function cacheImages(inv: CacheInventory, now = Date.now()): CacheImage[]
   const holders = new Map<string, number>();
   const hold = (d: string): void => void holders.set(d, (holders.get(d) ?? 0) + 1);
   for (const m of inv.manifests) {
+    await step();
     if (isChild.has(m.digest)) continue;
     const ms: string[] = [];
     const bs = new Set<string>();
@@ -110,8 +130,10 @@ export function cacheImages(inv: CacheInventory, now = Date.now()): CacheImage[]
     });
   }
   for (const b of inv.blobs) {
+    await step();
     if (holders.has(b.digest)) continue;
-    images.push({ root: undefined, manifests: [], blobs: [b.digest], bytes: b.size, ownBytes: b.size, usedAt: b.usedAt, createdAt: b.createdAt, names: [], pinned: pinnedRefs.has(b.digest), local: inv.local.has(b.digest) });
+    // Orphans share their empty lists: a cache of 100k unreferenced blobs is 100k of these.
+    images.push({ root: undefined, manifests: NONE, blobs: [b.digest], bytes: b.size, ownBytes: b.size, usedAt: b.usedAt, createdAt: b.createdAt, names: NONE, pinned: pinnedRefs.has(b.digest), local: inv.local.has(b.digest) });
   }
   for (const img of images) {
     if (img.root === undefined) continue;
@@ -120,14 +142,16 @@ export function cacheImages(inv: CacheInventory, now = Date.now()): CacheImage[]
     for (const d of img.blobs) if (holders.get(d) === 1) own += blobs.get(d)?.size ?? 0;
     img.ownBytes = own;
   }
-  return images.sort((a, b) => a.usedAt - b.usedAt);
+  images.sort((a, b) => a.usedAt - b.usedAt);
+  return { images, holders, size: (d) => manifests.get(d)?.size ?? blobs.get(d)?.size ?? 0 };
 }
 
 /** Whether the budget may remove `img` now. */
 export function evictable(img: CacheImage, o: PlanOptions): boolean {
   if (img.pinned) return false;
   if (img.local && !o.evictLocal) return false;
-  if (img.createdAt > o.now - o.graceMs || img.usedAt > o.now - o.graceMs) return false;
+  // The grace period is for new content; recent use only orders the images (LRU).
+  if (img.createdAt > o.now - o.graceMs) return false;
   if (o.inUse !== undefined && (img.blobs.some((d) => o.inUse?.has(d)) || img.manifests.some((d) => o.inUse?.has(d)))) return false;
   return true;
 }
@@ -136,25 +160,20 @@ export function evictable(img: CacheImage, o: PlanOptions): boolean {
  * The images to remove, least recently used first, until at least `bytesToFree` would be freed
  * (counting shared content once it has no holder left). Orphan blobs go in the same order.
  */
-export function planEviction(inv: CacheInventory, bytesToFree: number, o: PlanOptions): CacheImage[] {
-  const images = cacheImages(inv, o.now);
-  const size = new Map<string, number>();
-  for (const m of inv.manifests) size.set(m.digest, m.size);
-  for (const b of inv.blobs) size.set(b.digest, b.size);
-  const holders = new Map<string, number>();
-  for (const img of images) for (const d of [...img.manifests, ...img.blobs]) holders.set(d, (holders.get(d) ?? 0) + 1);
+export async function planEviction(inv: CacheInventory, bytesToFree: number, o: PlanOptions): Promise<CacheImage[]> {
+  const { images, holders, size } = await analyze(inv, o.now);
   const plan: CacheImage[] = [];
   let freed = 0;
+  const release = (d: string): void => {
+    const left = (holders.get(d) ?? 1) - 1;
+    holders.set(d, left);
+    if (left === 0) freed += size(d);
+  };
   for (const img of images) {
     if (freed >= bytesToFree) break;
     if (!evictable(img, o)) continue;
-    let frees = 0;
-    for (const d of [...img.manifests, ...img.blobs]) {
-      const left = (holders.get(d) ?? 1) - 1;
-      holders.set(d, left);
-      if (left === 0) frees += size.get(d) ?? 0;
-    }
-    freed += frees;
+    for (const d of img.manifests) release(d);
+    for (const d of img.blobs) release(d);
     plan.push(img);
   }
   return plan;

@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS manifest_blobs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS manifest_blobs_by_blob ON manifest_blobs (blob);
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest);
+CREATE INDEX IF NOT EXISTS repo_content_by_digest ON repo_content (digest);
+CREATE INDEX IF NOT EXISTS provenance_by_digest ON provenance (digest);
 CREATE TABLE IF NOT EXISTS pins (
   repo        TEXT NOT NULL,
   reference   TEXT NOT NULL,
@@ -211,9 +213,8 @@ class SqliteTables {
       invTags: db.prepare<[], { repo: string; tag: string; digest: string }>('SELECT repo, tag, digest FROM tags'),
       invLocal: db.prepare<[], string>("SELECT DISTINCT digest FROM repo_content WHERE repo >= '_local/' AND repo < '_local0'").pluck(),
       manifestUsed: db.prepare<[string], { accessed_at: number }>('SELECT accessed_at FROM manifests WHERE digest = ?'),
-      blobUsed: db.prepare<[string], { accessed_at: number }>('SELECT accessed_at FROM blobs WHERE digest = ?'),
       hasOtherParent: db.prepare<[string], { parent: string }>('SELECT parent FROM manifest_children WHERE child = ?'),
-      blobReferenced: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM manifest_blobs WHERE blob = ? LIMIT 1'),
+      removeBlobIfFree: db.prepare<[string, number, string]>('DELETE FROM blobs WHERE digest = ? AND accessed_at < ? AND NOT EXISTS (SELECT 1 FROM manifest_blobs WHERE blob = ?)'),
       delTagsOf: db.prepare<[string]>('DELETE FROM tags WHERE digest = ?'),
       delLinksOf: db.prepare<[string]>('DELETE FROM repo_content WHERE digest = ?'),
       delChildrenOf: db.prepare<[string]>('DELETE FROM manifest_children WHERE parent = ?'),
@@ -233,7 +234,7 @@ class SqliteTables {
       hasLink: db.prepare<[string, string], { one: number }>('SELECT 1 AS one FROM repo_content WHERE repo = ? AND digest = ?'),
       forgetBlob: db.prepare<[string]>('DELETE FROM blobs WHERE digest = ?'),
       forgetManifest: db.prepare<[string]>('DELETE FROM manifests WHERE digest = ?'),
-      allBlobDigests: db.prepare<[], { digest: string }>('SELECT digest FROM blobs'),
+      blobDigestPage: db.prepare<[string, number], string>('SELECT digest FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?').pluck(),
       allManifestDigests: db.prepare<[], { digest: string }>('SELECT digest FROM manifests'),
       deleteTag: db.prepare<[string, string]>('DELETE FROM tags WHERE repo = ? AND tag = ?'),
       deleteTagsFor: db.prepare<[string, string]>('DELETE FROM tags WHERE repo = ? AND digest = ?'),
@@ -406,11 +407,9 @@ class SqliteTables {
       }
       const removedB: string[] = [];
       for (const d of blobs) {
-        const row = this.st.blobUsed.get(d);
-        if (row === undefined || row.accessed_at >= usedBefore) continue;
-        if (this.st.blobReferenced.get(d) !== undefined) continue;
+        // One statement checks last use and references and deletes (60 µs a blob as four).
+        if (this.st.removeBlobIfFree.run(d, usedBefore, d).changes === 0) continue;
         this.st.delLinksOf.run(d);
-        this.st.forgetBlob.run(d);
         removedB.push(d);
       }
       return { manifests: removedM, blobs: removedB };
@@ -465,8 +464,8 @@ class SqliteTables {
     })();
   }
 
-  blobDigests(): string[] {
-    return this.st.allBlobDigests.all().map((r) => r.digest);
+  blobDigestPage(after: string, limit: number): string[] {
+    return this.st.blobDigestPage.all(after, limit) as string[];
   }
 
   knows(digest: string): boolean {
@@ -778,9 +777,17 @@ export class SqliteMetaStore implements MetaStore {
     this.t.forgetBlobs(digests);
   }
 
+  /** A page of INVENTORY_PAGE digests at a time, yielding to the event loop between pages (100k in one statement held it 170 ms). */
   async *blobDigests(): AsyncIterable<string> {
-    await this.wait();
-    yield* this.t.blobDigests();
+    let after = '';
+    for (;;) {
+      await this.wait();
+      const page = this.t.blobDigestPage(after, INVENTORY_PAGE);
+      yield* page;
+      if (page.length < INVENTORY_PAGE) return;
+      after = page[page.length - 1] ?? '';
+      await new Promise((r) => setImmediate(r));
+    }
   }
 
   async knows(digest: string): Promise<boolean> {

@@ -179,6 +179,14 @@ describe('cache lifecycle: a byte budget that holds, pins, rm, verify --repair, 
     ls = JSON.parse((await cli(['cache', 'ls', '--json'], config)).stdout) as Array<{ names: string[]; pinned: boolean }>;
     assert.equal(ls.find((i) => i.names.includes('gcr.io/test/app0:1'))?.pinned, false);
     assert.equal((await cli(['cache', 'unpin', 'gcr.io/test/app0:1'], config)).code, 1, 'unpin of what is not pinned says so');
+    // seed --pin pins what it seeded.
+    const list = join(work, 'seed-list.txt');
+    writeFileSync(list, 'gcr.io/test/app0:1\n');
+    const seeded = await cli(['seed', list, '--pin'], config);
+    assert.equal(seeded.code, 0, seeded.stdout + seeded.stderr);
+    ls = JSON.parse((await cli(['cache', 'ls', '--json'], config)).stdout) as Array<{ names: string[]; pinned: boolean }>;
+    assert.equal(ls.find((i) => i.names.includes('gcr.io/test/app0:1'))?.pinned, true, 'seed --pin pinned it');
+    assert.equal((await cli(['cache', 'unpin', 'gcr.io/test/app0:1'], config)).code, 0);
 
     // A stray file no row knows and nothing references: gc reports it, then removes it.
     const stray = Buffer.from('stray content');

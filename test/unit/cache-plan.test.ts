@@ -24,8 +24,8 @@ function inventory(extra: Partial<CacheInventory> = {}): CacheInventory {
   };
 }
 
-test('images: an index and its platform manifest are one image, last use the latest of its parts; own bytes exclude shared blobs', () => {
-  const images = cacheImages(inventory(), 1000);
+test('images: an index and its platform manifest are one image, last use the latest of its parts; own bytes exclude shared blobs', async () => {
+  const images = await cacheImages(inventory(), 1000);
   assert.deepEqual(images.map((i) => i.root ?? i.blobs[0]), [D(9), D(10), D(20), D(30)]);
   const index = images.find((i) => i.root === D(30));
   assert.deepEqual(index?.manifests, [D(30), D(31)]);
@@ -36,24 +36,24 @@ test('images: an index and its platform manifest are one image, last use the lat
   assert.deepEqual(a?.names, ['gcr.io/a:1']);
 });
 
-test('plan: least recently used first, orphans included, until enough is freed; shared blobs counted once freed', () => {
+test('plan: least recently used first, orphans included, until enough is freed; shared blobs counted once freed', async () => {
   const o = { now: 1000, graceMs: 0, evictLocal: false };
-  assert.deepEqual(planEviction(inventory(), 5, o).map((i) => i.root ?? i.blobs[0]), [D(9)]);
-  assert.deepEqual(planEviction(inventory(), 50, o).map((i) => i.root ?? i.blobs[0]), [D(9), D(10)]);
+  assert.deepEqual((await planEviction(inventory(), 5, o)).map((i) => i.root ?? i.blobs[0]), [D(9)]);
+  assert.deepEqual((await planEviction(inventory(), 50, o)).map((i) => i.root ?? i.blobs[0]), [D(9), D(10)]);
   // Removing A frees 51 (base still held by B); B then frees its blob and the base.
-  assert.deepEqual(planEviction(inventory(), 100, o).map((i) => i.root ?? i.blobs[0]), [D(9), D(10), D(20)]);
+  assert.deepEqual((await planEviction(inventory(), 100, o)).map((i) => i.root ?? i.blobs[0]), [D(9), D(10), D(20)]);
 });
 
-test('plan: pinned tags, pinned digests, local content, the grace period and fills in flight are protected', () => {
+test('plan: pinned tags, pinned digests, local content, the grace period and fills in flight are protected', async () => {
   const o = { now: 1000, graceMs: 0, evictLocal: false };
-  const pinnedTag = planEviction(inventory({ pins: [{ repo: 'gcr.io/pin', reference: 'x', source: 'cli' }] }), 1e9, o);
+  const pinnedTag = await planEviction(inventory({ pins: [{ repo: 'gcr.io/pin', reference: 'x', source: 'cli' }] }), 1e9, o);
   assert.ok(!pinnedTag.some((i) => i.root === D(20)));
-  const expired = planEviction(inventory({ pins: [{ repo: 'gcr.io/a', reference: D(10), source: 'moved', until: 500 }] }), 1e9, o);
+  const expired = await planEviction(inventory({ pins: [{ repo: 'gcr.io/a', reference: D(10), source: 'moved', until: 500 }] }), 1e9, o);
   assert.ok(expired.some((i) => i.root === D(10)), 'an expired pin protects nothing');
-  const local = planEviction(inventory({ local: new Set([D(10)]) }), 1e9, o);
+  const local = await planEviction(inventory({ local: new Set([D(10)]) }), 1e9, o);
   assert.ok(!local.some((i) => i.root === D(10)));
-  assert.ok(planEviction(inventory({ local: new Set([D(10)]) }), 1e9, { ...o, evictLocal: true }).some((i) => i.root === D(10)));
-  const young = planEviction(inventory({ manifests: inventory().manifests.map((m) => (m.digest === D(20) ? { ...m, createdAt: 900 } : m)) }), 1e9, { ...o, graceMs: 200 });
+  assert.ok((await planEviction(inventory({ local: new Set([D(10)]) }), 1e9, { ...o, evictLocal: true })).some((i) => i.root === D(10)));
+  const young = await planEviction(inventory({ manifests: inventory().manifests.map((m) => (m.digest === D(20) ? { ...m, createdAt: 900 } : m)) }), 1e9, { ...o, graceMs: 200 });
   assert.ok(!young.some((i) => i.root === D(20)));
-  assert.ok(!planEviction(inventory(), 1e9, { ...o, inUse: new Set([D(3)]) }).some((i) => i.root === D(20)));
+  assert.ok(!(await planEviction(inventory(), 1e9, { ...o, inUse: new Set([D(3)]) })).some((i) => i.root === D(20)));
 });
