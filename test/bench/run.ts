@@ -275,7 +275,8 @@ async function main(): Promise<void> {
     const store = new FsBlobStore(dataDir);
     await store.init();
     const meta = SqliteMetaStore.open(metaDbPath(dataDir));
-    const now = Date.now();
+    // Written an hour ago, as a long-running cache's rows are (older than evict_grace: phase 8).
+    const now = Date.now() - 3600_000;
     // 100k real (tiny) blob files with their rows, as a long-running cache would have.
     const blobRows: Array<[string, number]> = [];
     for (let i = 0; i < 100_000; i++) {
@@ -338,7 +339,7 @@ async function main(): Promise<void> {
     const underLoad = await hey(`${evicting.url}/v2/scale/app/manifests/t0`, 'GET', SECONDS, 64, { Accept: ACCEPT });
     rss.regmirror['eviction sweep'] = evictRss.stop();
     const evictedLines = evicting.logText().split('\n').filter((l) => l.includes('"msg":"evicted"'));
-    const times = evictedLines.map((l) => Number(/"time":(\d+)/.exec(l)?.[1] ?? NaN)).filter((t) => !Number.isNaN(t));
+    const times = evictedLines.map((l) => Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? '')).filter((t) => !Number.isNaN(t));
     const sweepSeconds = times.length < 2 ? NaN : ((times[times.length - 1] ?? 0) - (times[0] ?? 0)) / 1000;
     await evicting.stop();
     const g1 = performance.now();
