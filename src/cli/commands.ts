@@ -175,6 +175,16 @@ export const CONFIG_OPTION_RUNTIMES: Readonly<Record<string, readonly string[]>>
 };
 
 const CACHE_ACTIONS = COMMANDS.filter((c) => c.name.startsWith('cache ')).map((c) => c.name.slice(6));
+
+/** `regmirror help cache`: the actions, each with its summary. */
+const CACHE_HELP: CommandSpec = {
+  name: 'cache',
+  args: ['ACTION'],
+  summary: 'look after the cache on disk, beside a running server or not',
+  details: COMMANDS.filter((c) => c.name.startsWith('cache ')).map((c) => `${`${c.name.slice(6)} ${c.args.join(' ')}`.padEnd(14)}${c.summary}`).join('\n'),
+  options: {},
+  example: 'regmirror help cache gc',
+};
 const COMMAND_NAMES = [...new Set(COMMANDS.map((c) => c.name.split(' ')[0] ?? c.name))];
 
 export function findCommand(name: string): CommandSpec | undefined {
@@ -287,6 +297,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   if (command.name === 'help') {
     const target = parsed.positionals[0] === 'cache' && parsed.positionals[1] !== undefined ? `cache ${parsed.positionals[1]}` : parsed.positionals[0];
     if (target === undefined) return { kind: 'overview' };
+    if (target === 'cache') return { kind: 'help', command: CACHE_HELP };
     const c = findCommand(target);
     if (c === undefined) throw new UsageError(`unknown command "${target}": the commands are ${COMMANDS.map((x) => x.name).join(', ')}`);
     if (parsed.positionals.length > target.split(' ').length) throw new UsageError('help takes at most one COMMAND', 'help');

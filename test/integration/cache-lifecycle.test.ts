@@ -10,7 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -64,8 +64,12 @@ describe('cache lifecycle: a byte budget that holds, pins, rm, verify --repair, 
 
   const pull = async (name: string): Promise<string> => {
     const dest = mkdtempSync(join(work, 'pull-'));
-    await skopeo(['copy', '--src-tls-verify=false', `docker://${mirror.url.replace('http://', '')}/gcr.io/${name}`, `dir:${dest}`]);
-    return sha256(readFileSync(join(dest, 'manifest.json')));
+    try {
+      await skopeo(['copy', '--src-tls-verify=false', `docker://${mirror.url.replace('http://', '')}/gcr.io/${name}`, `dir:${dest}`]);
+      return sha256(readFileSync(join(dest, 'manifest.json')));
+    } finally {
+      rmSync(dest, { recursive: true, force: true }); // 20 concurrent copies are 3 GB
+    }
   };
 
   before(async () => {
@@ -88,6 +92,7 @@ describe('cache lifecycle: a byte budget that holds, pins, rm, verify --repair, 
   after(async () => {
     await mirror?.stop();
     await upstream?.stop();
+    rmSync(work, { recursive: true, force: true });
   });
 
   test('~900 MiB pulled one after another: disk stays within max_size + the blob in flight; LRU image evicted; the pin and the shared base stay', async () => {
@@ -296,12 +301,16 @@ test('config: evict_at without max_size, evict_to above evict_at and a bad pin s
     ['[cache]\nmax_size = "1GiB"\nevict_at = "150%"\n', /cache\.evict_at: "150%" is not a percentage/],
     ['[cache]\npins = ["gcr.io/UPPER:1"]\n', /cache\.pins\[0\]/],
   ];
-  for (const [body, want] of cases) {
-    const file = join(dir, 'mirror.toml');
-    writeFileSync(file, mirrorToml(`${body}[[registry]]\nhost = "gcr.io"\nendpoint = "http://127.0.0.1:9"\n`, 'gcr.io'));
-    const r = await cli(['cache', 'du'], file);
-    assert.equal(r.code, 2, `${body}: ${r.stdout}`);
-    assert.match(r.stderr, want);
+  try {
+    for (const [body, want] of cases) {
+      const file = join(dir, 'mirror.toml');
+      writeFileSync(file, mirrorToml(`${body}[[registry]]\nhost = "gcr.io"\nendpoint = "http://127.0.0.1:9"\n`, 'gcr.io'));
+      const r = await cli(['cache', 'du'], file);
+      assert.equal(r.code, 2, `${body}: ${r.stdout}`);
+      assert.match(r.stderr, want);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -322,6 +331,7 @@ describe('cache API: the admin role', { timeout: 120_000 }, () => {
   after(async () => {
     await open?.stop();
     await guarded?.stop();
+    rmSync(work, { recursive: true, force: true });
   });
   const basic = (u: string, p: string): string => `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`;
 

@@ -59,3 +59,18 @@ test("every command's usage shows its own options and an example, and no other c
     }
   }
 });
+
+test('cache ACTION: two words name the command, their options only, help cache lists the actions', () => {
+  const ls = parseCommandLine(['cache', 'ls', '--registry', 'gcr.io']);
+  assert.ok(ls.kind === 'run' && ls.command.name === 'cache ls' && ls.values.registry === 'gcr.io');
+  const rm = parseCommandLine(['cache', 'rm', 'gcr.io/a/b:1']);
+  assert.ok(rm.kind === 'run' && rm.command.name === 'cache rm' && rm.args[0] === 'gcr.io/a/b:1');
+  assert.throws(() => parseCommandLine(['cache', 'nope']), /unknown cache action "nope": use one of ls, du, rm, pin, unpin, gc, verify/);
+  assert.throws(() => parseCommandLine(['cache', 'ls', '--repair']), /--repair is not an option of cache ls \(it belongs to cache verify\)/);
+  assert.throws(() => parseCommandLine(['cache', 'rm']), /cache rm takes IMAGE/);
+  const help = parseCommandLine(['help', 'cache']);
+  assert.ok(help.kind === 'help' && help.command.name === 'cache');
+  assert.match(commandUsage(help.command), /gc +remove blobs no cached manifest references/);
+  const helpGc = parseCommandLine(['help', 'cache', 'gc']);
+  assert.ok(helpGc.kind === 'help' && helpGc.command.name === 'cache gc');
+});
