@@ -23,6 +23,10 @@ import { imageName, planEviction, type CacheImage } from './cache-plan.ts';
 
 /** How often the budget is checked besides fill events. */
 const CHECK_MS = 30_000;
+/** A budget nothing could be evicted for is planned again after the cache grew this share... */
+const STUCK_GROWTH = 0.01;
+/** ...or after this long (pins expire, grace periods pass). */
+const STUCK_RETRY_MS = 5 * 60_000;
 
 export type RemovalReason = 'budget' | 'min_free' | 'rm' | 'gc' | 'repair';
 
@@ -109,6 +113,12 @@ export class Evictor {
   private readonly unsubscribe: Array<() => void> = [];
   /** A budget that cannot be met is said once per state, not at every check. */
   private warned = false;
+  /**
+   * Set when a sweep could free nothing (all pinned, local, young or in use): the bytes then in
+   * use and when. Until the cache grows by STUCK_GROWTH or STUCK_RETRY_MS passes, later checks
+   * do not plan again over the whole inventory for nothing.
+   */
+  private stuck: { usedBytes: number; at: number } | undefined;
   private stopped = false;
 
   constructor(
@@ -175,14 +185,19 @@ export class Evictor {
     const toFree = Math.max(overBudget, underFloor);
     if (toFree <= 0) {
       this.warned = false;
+      this.stuck = undefined;
       return { usedBytes, freeBytes, freedBytes: 0, images: 0 };
     }
     const reason = overBudget >= underFloor ? 'budget' : 'min_free';
     const planned = this.now();
+    if (this.stuck !== undefined && usedBytes < this.stuck.usedBytes * (1 + STUCK_GROWTH) && planned - this.stuck.at < STUCK_RETRY_MS) {
+      return { usedBytes, freeBytes, freedBytes: 0, images: 0, reason };
+    }
     const inv = await meta.inventory();
     if (this.stopped) return { usedBytes, freeBytes, freedBytes: 0, images: 0 };
     const plan = await planEviction(inv, toFree, { now: planned, graceMs: b.graceMs, evictLocal: b.evictLocal, inUse: new Set(this.inFlight.keys()) });
     const done = await removeImages(this.deps, inv, plan, reason, planned);
+    this.stuck = done.images === 0 ? { usedBytes, at: planned } : undefined;
     if (done.bytes < toFree && !this.warned) {
       this.warned = true;
       log.warn(
