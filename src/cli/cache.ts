@@ -5,8 +5,8 @@
 import type { Config } from '../config/index.ts';
 import { formatBytes } from '../config/index.ts';
 import type { Logger } from '../log/index.ts';
-import { routeImage } from '../routing/index.ts';
-import { collectGarbage, diskUsage, listImages, removeImage, verifyCache, type CacheRef } from '../lifecycle/cache-admin.ts';
+import { referenceOf, routeImage } from '../routing/index.ts';
+import { collectGarbage, diskUsage, listImages, pinImage, removeImage, unpinImage, verifyCache, type CacheRef } from '../lifecycle/cache-admin.ts';
 import { openRuntime, routingOf } from './runtime.ts';
 
 export interface CacheCliOptions {
@@ -68,17 +68,16 @@ export async function cacheAction(action: string, config: Config, log: Logger, i
       case 'pin':
       case 'unpin': {
         const p = ref as CacheRef;
-        const reference = p.digest ?? p.tag ?? 'latest';
         if (action === 'pin') {
-          await rt.meta.pin({ repo: p.repo, reference, source: 'cli' });
+          await pinImage(rt.meta, p, 'cli');
           out(`pinned ${image}\n`);
           return 0;
         }
-        if (!(await rt.meta.unpin(p.repo, reference))) {
+        if (!(await unpinImage(rt.meta, p))) {
           process.stderr.write(`regmirror: ${image} is not pinned\n`);
           return 1;
         }
-        out(`unpinned ${image}${config.cache.pins.some((x) => x.repo === p.repo && x.reference === reference) ? ' (it is in [cache] pins: pinned again at the next start)' : ''}\n`);
+        out(`unpinned ${image}${config.cache.pins.some((x) => x.repo === p.repo && x.reference === referenceOf(p)) ? ' (it is in [cache] pins: pinned again at the next start)' : ''}\n`);
         return 0;
       }
       case 'gc': {

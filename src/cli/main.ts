@@ -11,6 +11,7 @@ import { createLogger } from '../log/index.ts';
 import { RegistryError } from '../oci/index.ts';
 import { startServer } from './serve.ts';
 import { cacheAction, cacheRef } from './cache.ts';
+import { pinImage } from '../lifecycle/cache-admin.ts';
 import { defaultMirrorUrl, verifyLocal, verifyRemote } from './verify.ts';
 import { openRuntime } from './runtime.ts';
 import { formatSeedSummary, seed } from './seed.ts';
@@ -138,8 +139,7 @@ async function cacheCommand(command: string, config: Config, arg: string, opts: 
         const failed = new Set(s.failed.map((f) => f.image));
         for (const image of images) {
           if (failed.has(image)) continue;
-          const ref = cacheRef(config, image);
-          await rt.meta.pin({ repo: ref.repo, reference: ref.digest ?? ref.tag ?? 'latest', source: 'seed' });
+          await pinImage(rt.meta, cacheRef(config, image), 'seed');
         }
       }
       process.stdout.write(opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatSeedSummary(s)}\n`);

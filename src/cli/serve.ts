@@ -102,7 +102,6 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     'regmirror listening',
   );
   let shuttingDown = false;
-  // The byte budget starts once the start-up passes are through (it plans over their rows).
   const evictor = new Evictor({ store: rt.store, meta, log, events: rt.events }, {
     evictAt: config.cache.evictAt,
     evictTo: config.cache.evictTo,

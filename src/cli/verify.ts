@@ -13,6 +13,7 @@ import { openStores, routingOf } from './runtime.ts';
 import { verifyStored, type LocalCheck } from '../lifecycle/index.ts';
 import { parseImageRef, type ImageRef } from '../mirror/index.ts';
 import { UpstreamClient } from '../upstream/index.ts';
+import { referenceOf } from '../routing/index.ts';
 
 export interface Side {
   ok: boolean;
@@ -29,10 +30,8 @@ export function defaultMirrorUrl(config: Config): string {
   return `${config.server.tlsCert === undefined ? 'http' : 'https'}://${formatListen({ host: reachable, port })}`;
 }
 
-const refOf = (ref: ImageRef): string => ref.digest ?? ref.tag ?? 'latest';
-
 async function viaMirror(mirrorUrl: string, ref: ImageRef): Promise<Side> {
-  const url = `${mirrorUrl}/v2/${ref.registry}/${ref.repository}/manifests/${refOf(ref)}`;
+  const url = `${mirrorUrl}/v2/${ref.registry}/${ref.repository}/manifests/${referenceOf(ref)}`;
   try {
     const res = await request(url, { method: 'GET', headers: { accept: MANIFEST_ACCEPT }, headersTimeout: 60_000, bodyTimeout: 60_000 });
     const body = Buffer.from(await res.body.arrayBuffer());
@@ -60,9 +59,9 @@ async function atUpstream(config: Config, ref: ImageRef): Promise<Side> {
   if (reg === undefined) return { ok: false, detail: `registry ${ref.registry} is not configured` };
   const client = new UpstreamClient(reg, createLogger('silent'));
   try {
-    const head = await client.headManifest(ref.repository, refOf(ref));
+    const head = await client.headManifest(ref.repository, referenceOf(ref));
     let digest = head.digest;
-    if (digest === undefined || !digest.startsWith('sha256:')) digest = digestOf((await client.getManifest(ref.repository, refOf(ref))).body);
+    if (digest === undefined || !digest.startsWith('sha256:')) digest = digestOf((await client.getManifest(ref.repository, referenceOf(ref))).body);
     return { ok: true, digest, repoDigest: `${ref.registry}/${ref.repository}@${digest}`, detail: reg.endpoint };
   } catch (e) {
     return { ok: false, detail: `upstream ${reg.endpoint}: ${(e as Error).message}` };

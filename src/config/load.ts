@@ -12,7 +12,7 @@ import { canonicalRegistryHost, DOCKER_HUB, DOCKER_HUB_ENDPOINT } from './docker
 import { ROLES, type AuthConfig, type AuthUser, type Role } from './types.ts';
 import type { Config, CredentialConfig, ListenAddress, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
 import { readDockerConfig } from './docker-config.ts';
-import { buildRoutingTable, routeImage } from '../routing/route.ts';
+import { buildRoutingTable, referenceOf, routeImage } from '../routing/route.ts';
 
 /** A configuration problem; `keyPath` names the offending key. */
 export class ConfigError extends Error {
@@ -480,7 +480,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   const pins = pinsRaw.map((image, i) => {
     try {
       const r = routeImage(image, table);
-      return { image, repo: r.route.localRepo, reference: r.digest ?? r.tag ?? 'latest' };
+      return { image, repo: r.route.localRepo, reference: referenceOf(r) };
     } catch (e) {
       throw new ConfigError(`${pinsKey}[${i}]`, `"${image}": ${(e as Error).message} (pins name images as they are pulled, e.g. "gcr.io/distroless/static:nonroot")`);
     }

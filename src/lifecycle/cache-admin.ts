@@ -4,9 +4,10 @@
  * generation changes). Every removal is logged with image, digest, bytes and reason (evictor.ts).
  */
 import { parseDigest } from '../oci/index.ts';
-import type { MetaStore } from '../meta/index.ts';
+import { referenceOf } from '../routing/index.ts';
+import type { MetaStore, Pin } from '../meta/index.ts';
 import type { BlobStore } from '../store/index.ts';
-import { cacheImages, displayRepo, type CacheImage } from './cache-plan.ts';
+import { cacheImages, displayRepo, orphanImage, type CacheImage } from './cache-plan.ts';
 import { hashStored } from './verify-local.ts';
 import { removeImages, type RemovalDeps } from './evictor.ts';
 
@@ -40,7 +41,17 @@ export async function diskUsage(meta: MetaStore): Promise<{ total: number; byReg
 /** The root digest `ref` names in the cache; undefined when it is not cached. */
 async function resolveRoot(meta: MetaStore, ref: CacheRef): Promise<string | undefined> {
   if (ref.digest !== undefined) return (await meta.getManifest(ref.digest)) === undefined ? undefined : ref.digest;
-  return (await meta.getTag(ref.repo, ref.tag ?? 'latest'))?.digest;
+  return (await meta.getTag(ref.repo, referenceOf(ref)))?.digest;
+}
+
+/** Pins the image `ref` names (its tag, or its digest). */
+export function pinImage(meta: MetaStore, ref: CacheRef, source: Pin['source']): Promise<void> {
+  return meta.pin({ repo: ref.repo, reference: referenceOf(ref), source });
+}
+
+/** Removes the pin of `ref`; false when it was not pinned. */
+export function unpinImage(meta: MetaStore, ref: CacheRef): Promise<boolean> {
+  return meta.unpin(ref.repo, referenceOf(ref));
 }
 
 /**
@@ -96,7 +107,6 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
     }
     if (!referenced.has(b.digest) && b.createdAt < now - o.graceMs && b.usedAt < now - o.graceMs) report.orphanBlobs.push({ digest: b.digest, bytes: b.size });
   }
-  const images = await cacheImages(inv, now);
   for (const m of inv.manifests) {
     known.add(m.digest);
     if (!(await store.has(parseDigest(m.digest)))) report.missing.push(m.digest);
@@ -111,6 +121,7 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
       report.strayFiles.push({ digest: d, bytes: size, action: referenced.has(d) ? 'adopted' : 'removed' });
     }
   }
+  const orphans = new Set(report.orphanBlobs.map((b) => b.digest));
   report.bytes = report.orphanBlobs.reduce((a, x) => a + x.bytes, 0) + report.strayFiles.filter((f) => f.action === 'removed').reduce((a, f) => a + f.bytes, 0);
   if (o.dryRun) return report;
 
@@ -126,12 +137,8 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
       deps.log.info({ image: f.digest, digest: f.digest, bytes: f.bytes, reason: 'gc' }, 'removed from the cache');
     }
   }
-  const byDigest = new Map(images.map((i) => [i.root ?? i.blobs[0] ?? '', i]));
-  const doomed: CacheImage[] = [];
-  for (const b of report.orphanBlobs) {
-    const img = byDigest.get(b.digest);
-    if (img !== undefined) doomed.push(img);
-  }
+  // Each unreferenced blob is an image of its own: no need to work out every other image.
+  const doomed = inv.blobs.filter((b) => orphans.has(b.digest)).map((b) => orphanImage(b, false, inv.local.has(b.digest)));
   await removeImages(deps, inv, doomed, 'gc', now - o.graceMs, 2000);
   return report;
 }

@@ -39,6 +39,12 @@ export interface PlanOptions {
 
 const NONE: string[] = [];
 
+/** A blob no manifest references, as an image of its own. */
+export function orphanImage(b: CachedObject, pinned: boolean, local: boolean): CacheImage {
+  // Orphans share their empty lists: a cache of 100k unreferenced blobs is 100k of these.
+  return { root: undefined, manifests: NONE, blobs: [b.digest], bytes: b.size, ownBytes: b.size, usedAt: b.usedAt, createdAt: b.createdAt, names: NONE, pinned, local };
+}
+
 /** What a repository name looks like to a person: local namespaces lose the `_local/` prefix. */
 export function displayRepo(repo: string): string {
   return repo.startsWith('_local/') ? repo.slice('_local/'.length) : repo;
@@ -132,8 +138,7 @@ async function analyze(inv: CacheInventory, now: number): Promise<{ images: Cach
   for (const b of inv.blobs) {
     await step();
     if (holders.has(b.digest)) continue;
-    // Orphans share their empty lists: a cache of 100k unreferenced blobs is 100k of these.
-    images.push({ root: undefined, manifests: NONE, blobs: [b.digest], bytes: b.size, ownBytes: b.size, usedAt: b.usedAt, createdAt: b.createdAt, names: NONE, pinned: pinnedRefs.has(b.digest), local: inv.local.has(b.digest) });
+    images.push(orphanImage(b, pinnedRefs.has(b.digest), inv.local.has(b.digest)));
   }
   for (const img of images) {
     if (img.root === undefined) continue;

@@ -237,6 +237,11 @@ export function routeImage(image: string, table: RoutingTable): ImageRoute {
   return out;
 }
 
+/** The one reference an image route names: its digest when it has one, else its tag. */
+export function referenceOf(r: { tag?: string; digest?: string }): string {
+  return r.digest ?? r.tag ?? 'latest';
+}
+
 /** The route of another object (a blob or a manifest by digest) in the same repository. */
 export function siblingRoute(route: Route, kind: 'manifest' | 'blob', digest: string): Route {
   const { uploadPath: _u, ...rest } = route;

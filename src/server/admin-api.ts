@@ -18,7 +18,7 @@ import { RegistryError, renderErrorBody } from '../oci/index.ts';
 import type { ProvenanceQuery } from '../mirror/index.ts';
 import type { Authenticator } from './auth.ts';
 import type { RemovalDeps } from '../lifecycle/index.ts';
-import { collectGarbage, diskUsage, listImages, removeImage, type CacheRef } from '../lifecycle/cache-admin.ts';
+import { collectGarbage, diskUsage, listImages, pinImage, removeImage, unpinImage, type CacheRef } from '../lifecycle/cache-admin.ts';
 
 /** What the cache endpoints need: the stores, how to read an IMAGE, the grace period for gc. */
 export interface CacheApiDeps extends RemovalDeps {
@@ -31,7 +31,7 @@ const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
 function fail(err: unknown): Response {
   const e = err instanceof RegistryError ? err : new RegistryError('UNKNOWN', 'internal error; see the mirror log');
-  return new Response(renderErrorBody(e), { status: e.status, headers: JSON_HEADERS });
+  return new Response(renderErrorBody(e), { status: e.status, headers: { ...JSON_HEADERS, ...(e.headers ?? {}) } });
 }
 
 function intParam(v: string | undefined, name: string, def: number, max: number): number {
@@ -97,8 +97,7 @@ function mountCacheApi(api: Hono<{ Bindings: HttpBindings }>, deps: CacheApiDeps
         await admin(c.req.header('authorization'), changes);
         return c.json(await fn(c));
       } catch (e) {
-        const err = e instanceof RegistryError ? e : new RegistryError('UNKNOWN', 'internal error; see the mirror log');
-        return new Response(renderErrorBody(err), { status: err.status, headers: { ...JSON_HEADERS, ...(err.headers ?? {}) } });
+        return fail(e);
       }
     };
   api.get('/_regmirror/v1/cache/images', handle(false, async (c) => {
@@ -114,12 +113,12 @@ function mountCacheApi(api: Hono<{ Bindings: HttpBindings }>, deps: CacheApiDeps
   }));
   api.put('/_regmirror/v1/cache/pins', handle(true, async (c) => {
     const ref = image(c.req.query('image'));
-    await deps.meta.pin({ repo: ref.repo, reference: ref.digest ?? ref.tag ?? 'latest', source: 'cli' });
+    await pinImage(deps.meta, ref, 'cli');
     return { pinned: c.req.query('image') };
   }));
   api.delete('/_regmirror/v1/cache/pins', handle(true, async (c) => {
     const ref = image(c.req.query('image'));
-    if (!(await deps.meta.unpin(ref.repo, ref.digest ?? ref.tag ?? 'latest'))) throw new RegistryError('NAME_UNKNOWN', `${c.req.query('image') ?? ''} is not pinned`);
+    if (!(await unpinImage(deps.meta, ref))) throw new RegistryError('NAME_UNKNOWN', `${c.req.query('image') ?? ''} is not pinned`);
     return { unpinned: c.req.query('image') };
   }));
   api.post('/_regmirror/v1/cache/gc', handle(true, (c) => collectGarbage(deps, { graceMs: deps.graceMs, dryRun: c.req.query('dry_run') === 'true' })));

@@ -5,7 +5,7 @@
  * Bytes are staged in 1 MiB blocks that readers of a fill can copy from, and written a block at a
  * time, with direct I/O where the filesystem takes it (staging.ts).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, type Stats } from 'node:fs';
 import { open, mkdir, readdir, rename, rm, stat, statfs, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
@@ -249,8 +249,13 @@ export class FsBlobStore implements BlobStore {
   }
 
   async stat(d: Digest): Promise<number | undefined> {
+    return (await this.statOf(d))?.size;
+  }
+
+  /** The committed file's stats; undefined when there is none. */
+  private async statOf(d: Digest): Promise<Stats | undefined> {
     try {
-      return (await stat(blobPath(this.dataDir, d))).size;
+      return await stat(blobPath(this.dataDir, d));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;
@@ -330,12 +335,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async modifiedAt(d: Digest): Promise<number | undefined> {
-    try {
-      return (await stat(blobPath(this.dataDir, d))).mtimeMs;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
+    return (await this.statOf(d))?.mtimeMs;
   }
 
   async quarantine(d: Digest): Promise<string | undefined> {
