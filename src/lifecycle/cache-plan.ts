@@ -17,6 +17,8 @@ export interface CacheImage {
   root: string | undefined;
   manifests: string[];
   blobs: string[];
+  /** Blobs its manifests reference that have no row yet (a fill in flight, or fetched later). */
+  pending: string[];
   /** Bytes of its manifests and blobs (own and shared). */
   bytes: number;
   /** Bytes no other image holds: what removing it frees. */
@@ -42,7 +44,7 @@ const NONE: string[] = [];
 /** A blob no manifest references, as an image of its own. */
 export function orphanImage(b: CachedObject, pinned: boolean, local: boolean): CacheImage {
   // Orphans share their empty lists: a cache of 100k unreferenced blobs is 100k of these.
-  return { root: undefined, manifests: NONE, blobs: [b.digest], bytes: b.size, ownBytes: b.size, usedAt: b.usedAt, createdAt: b.createdAt, names: NONE, pinned, local };
+  return { root: undefined, manifests: NONE, blobs: [b.digest], pending: NONE, bytes: b.size, ownBytes: b.size, usedAt: b.usedAt, createdAt: b.createdAt, names: NONE, pinned, local };
 }
 
 /** What a repository name looks like to a person: local namespaces lose the `_local/` prefix. */
@@ -98,11 +100,13 @@ async function analyze(inv: CacheInventory, now: number): Promise<{ images: Cach
     if (isChild.has(m.digest)) continue;
     const ms: string[] = [];
     const bs = new Set<string>();
+    const pending: string[] = [];
     const visit = (d: string): void => {
       const row = manifests.get(d);
       if (row === undefined || ms.includes(d)) return;
       ms.push(d);
       for (const b of row.blobs) if (blobs.has(b)) bs.add(b);
+      else pending.push(b);
       for (const c of row.children) visit(c);
     };
     visit(m.digest);
@@ -126,6 +130,7 @@ async function analyze(inv: CacheInventory, now: number): Promise<{ images: Cach
       root: m.digest,
       manifests: ms,
       blobs: [...bs],
+      pending,
       bytes,
       ownBytes: 0,
       usedAt,
@@ -157,7 +162,10 @@ export function evictable(img: CacheImage, o: PlanOptions): boolean {
   if (img.local && !o.evictLocal) return false;
   // The grace period is for new content; recent use only orders the images (LRU).
   if (img.createdAt > o.now - o.graceMs) return false;
-  if (o.inUse !== undefined && (img.blobs.some((d) => o.inUse?.has(d)) || img.manifests.some((d) => o.inUse?.has(d)))) return false;
+  // In use: a fill of one of its blobs is in flight. That blob has no row yet, so it is among the
+  // image's pending references, not its stored blobs.
+  const inUse = o.inUse;
+  if (inUse !== undefined && (img.pending.some((d) => inUse.has(d)) || img.blobs.some((d) => inUse.has(d)) || img.manifests.some((d) => inUse.has(d)))) return false;
   return true;
 }
 

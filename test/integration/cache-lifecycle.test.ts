@@ -118,8 +118,9 @@ describe('cache lifecycle: a byte budget that holds, pins, rm, verify --repair, 
     assert.ok(blobBytes(dataDir) <= MAX, `after the pulls ${blobBytes(dataDir)} bytes on disk, max_size ${MAX}`);
     assert.ok(peak <= MAX + biggest, `peak ${peak} bytes on disk, more than max_size + the blob in flight (${MAX + biggest})`);
 
-    const ls = JSON.parse((await cli(['cache', 'ls', '--json'], config)).stdout) as Array<{ names: string[]; digest: string; pinned: boolean }>;
+    const ls = JSON.parse((await cli(['cache', 'ls', '--json'], config)).stdout) as Array<{ names: string[]; digest: string; pinned: boolean; kind: string }>;
     const names = ls.flatMap((i) => i.names);
+    assert.deepEqual(ls.filter((i) => i.kind !== 'image').map((i) => i.digest), [], 'no image lost its manifest while its layer was filling (no unreferenced blobs left)');
     assert.ok(names.includes('gcr.io/test/pinned:1'), `the pinned image stays: ${names.join(', ')}`);
     assert.ok(ls.find((i) => i.names.includes('gcr.io/test/pinned:1'))?.pinned === true);
     assert.ok(!names.includes('gcr.io/test/app0:1'), `the least recently used image was evicted: ${names.join(', ')}`);

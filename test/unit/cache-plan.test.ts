@@ -57,3 +57,11 @@ test('plan: pinned tags, pinned digests, local content, the grace period and fil
   assert.ok(!young.some((i) => i.root === D(20)));
   assert.ok(!(await planEviction(inventory(), 1e9, { ...o, inUse: new Set([D(3)]) })).some((i) => i.root === D(20)));
 });
+
+test('plan: an image whose layer is still filling (no row yet) is in use, not evicted before its blobs arrive', async () => {
+  const o = { now: 1000, graceMs: 0, evictLocal: false };
+  // Manifest 50 references blob 5, which a fill is writing: no blob row yet.
+  const inv = inventory({ manifests: [...inventory().manifests, { ...obj(50, 1, 10), blobs: [D(5)], children: [] }] });
+  assert.ok(!(await planEviction(inv, 1e9, { ...o, inUse: new Set([D(5)]) })).some((i) => i.root === D(50)));
+  assert.ok((await planEviction(inv, 1e9, o)).some((i) => i.root === D(50)), 'with no fill in flight it is an ordinary (partly evicted) image');
+});
