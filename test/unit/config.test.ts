@@ -165,3 +165,14 @@ test('[server] external_url: scheme://host[:port] only, used for token realms in
   rejects(`[server]\nexternal_url = "ftp://mirror.example.com"\n${REG}`, 'server.external_url', /scheme ftp: is not supported/);
   rejects(`[server]\nexternal_url = "https://mirror.example.com/v2"\n${REG}`, 'server.external_url', /no path/);
 });
+
+test('[cache] budget keys: values and defaults reach the config (each one is read by the Evictor)', () => {
+  const c = parse(`${REG}[cache]\nmax_size = "50GiB"\nevict_at = "95%"\nevict_to = "70%"\nmin_free = "5GiB"\nevict_grace = "90s"\nevict_local = true\npins = ["nginx:1.27", "docker.io/library/busybox@sha256:${'a'.repeat(64)}"]\n`).cache;
+  assert.deepEqual(
+    { max: c.maxSizeBytes, at: c.evictAt, to: c.evictTo, minFree: c.minFreeBytes, grace: c.evictGraceMs, local: c.evictLocal },
+    { max: 50 * 1024 ** 3, at: 0.95, to: 0.7, minFree: 5 * 1024 ** 3, grace: 90_000, local: true },
+  );
+  assert.deepEqual(c.pins.map((p) => [p.repo, p.reference]), [['docker.io/library/nginx', '1.27'], ['docker.io/library/busybox', `sha256:${'a'.repeat(64)}`]]);
+  const d = parse(REG).cache;
+  assert.deepEqual({ at: d.evictAt, to: d.evictTo, grace: d.evictGraceMs, local: d.evictLocal, minFree: d.minFreeBytes, max: d.maxSizeBytes, pins: d.pins }, { at: 0.9, to: 0.8, grace: 300_000, local: false, minFree: undefined, max: undefined, pins: [] });
+});

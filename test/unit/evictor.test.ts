@@ -77,3 +77,38 @@ test('a budget that pinned content alone exceeds: one plan, then no replanning u
     await s.cleanup();
   }
 });
+
+test('min_free: with less free on the filesystem than min_free, the least recently used image goes (reason min_free); evict_grace keeps new content', async () => {
+  const s = await setup();
+  try {
+    const old = await s.image('gcr.io/a', '1', 1000, s.hour);
+    const young = await s.image('gcr.io/b', '1', 1000, Date.now());
+    const seen: string[] = [];
+    s.events.on('evicted', (e) => seen.push(`${e.digest} ${e.reason}`));
+    // A floor no disk here can meet: everything evictable goes, the content younger than the grace stays.
+    const ev = new Evictor({ store: s.store, meta: s.meta, log: createLogger('silent'), events: s.events }, { evictAt: 0.9, evictTo: 0.8, minFreeBytes: 2 ** 60, graceMs: 60_000, evictLocal: false });
+    assert.equal(ev.enabled, true);
+    const r = await ev.sweep();
+    assert.equal(r.reason, 'min_free');
+    assert.deepEqual(seen, [`${old.manifest} min_free`]);
+    assert.ok((await s.meta.getManifest(young.manifest)) !== undefined, 'younger than evict_grace');
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('evict_local: a local namespace image stays unless evict_local is on', async () => {
+  const s = await setup();
+  try {
+    const local = await s.image('_local/site/app', '1', 1000, s.hour);
+    const budget = { maxBytes: 100, evictAt: 0.9, evictTo: 0.8, graceMs: 0 };
+    const keep = new Evictor({ store: s.store, meta: s.meta, log: createLogger('silent'), events: s.events }, { ...budget, evictLocal: false });
+    assert.equal((await keep.sweep()).images, 0);
+    assert.ok((await s.meta.getManifest(local.manifest)) !== undefined);
+    const evict = new Evictor({ store: s.store, meta: s.meta, log: createLogger('silent'), events: s.events }, { ...budget, evictLocal: true });
+    assert.equal((await evict.sweep()).images, 1);
+    assert.equal(await s.meta.getManifest(local.manifest), undefined);
+  } finally {
+    await s.cleanup();
+  }
+});
