@@ -53,9 +53,10 @@ export async function openRuntime(config: Config, log: Logger, owner: boolean): 
   if (fsStore.directIoRefused !== undefined) {
     log.info({ reason: fsStore.directIoRefused }, 'the cache filesystem refused direct I/O; blobs are written through the page cache');
   }
-  // SQLite's change counter (PRAGMA data_version, ~3 µs) is checked at most once a millisecond: a
-  // command writing beside the server (import, seed) is seen by every request that starts 1 ms
-  // after its commit. Checking on every turn of the event loop cost 4-7 % of warm manifest req/s.
+  // Another process's commit (import, seed, cache rm beside the server) is announced by a watch on
+  // the database's folder, and the next lookup checks SQLite's change counter (PRAGMA data_version);
+  // without the watch (no inotify), the counter is checked at most once a millisecond, which cost
+  // 7-10 % of the CPU of a warm manifest request under load.
   const meta = new CachingMetaStore(SqliteMetaStore.open(metaDbPath(config.server.dataDir)), { checkMs: 1 });
   const processToken = ownerToken();
   await meta.processOpened(processToken, Date.now());

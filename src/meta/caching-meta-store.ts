@@ -34,6 +34,12 @@ export interface CachingOptions {
    * one check; a request arriving after another process's commit always sees it).
    */
   checkMs: number;
+  /**
+   * With an inner store that announces commits (MetaStore.watchCommits), the generation is
+   * checked after each announcement and otherwise only this often (ms; default 1000), a bound
+   * should an announcement be missed. Without announcements (or once they are lost): checkMs.
+   */
+  watchedCheckMs?: number;
   maxTags?: number;
   maxManifests?: number;
   maxLinks?: number;
@@ -84,6 +90,9 @@ const linkKey = (repo: string, digest: string): string => `${repo}\n${digest}`;
 export class CachingMetaStore implements MetaStore {
   private readonly e: Entries;
   private readonly now: () => number;
+  /** The current bound between generation checks: checkMs, or watchedCheckMs while commits are announced. */
+  private intervalMs: number;
+  private readonly stopWatching: (() => void) | undefined;
 
   constructor(
     private readonly inner: MetaStore,
@@ -94,6 +103,19 @@ export class CachingMetaStore implements MetaStore {
   ) {
     this.e = shared ?? new Entries(options);
     this.now = options.now ?? Date.now;
+    this.intervalMs = options.checkMs;
+    if (!inTx && options.checkMs > 0 && inner.watchCommits !== undefined) {
+      this.stopWatching = inner.watchCommits(
+        () => {
+          this.e.checkedAt = -Infinity; // the next lookup checks
+        },
+        () => {
+          this.intervalMs = options.checkMs;
+          this.e.checkedAt = -Infinity;
+        },
+      );
+      if (this.stopWatching !== undefined) this.intervalMs = options.watchedCheckMs ?? 1000;
+    }
   }
 
   /**
@@ -110,7 +132,7 @@ export class CachingMetaStore implements MetaStore {
       });
     } else {
       const now = this.now();
-      if (now - e.checkedAt < this.options.checkMs) return undefined;
+      if (now - e.checkedAt < this.intervalMs) return undefined;
       e.checkedAt = now;
     }
     return this.check();
@@ -422,6 +444,7 @@ export class CachingMetaStore implements MetaStore {
   }
 
   close(): Promise<void> {
+    this.stopWatching?.();
     return this.inner.close();
   }
 }

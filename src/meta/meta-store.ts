@@ -14,6 +14,9 @@
  *   all; fn must use `tx`, never the outer store, and must not wait on the network.
  * - generation() changes whenever another process (another command on the same data dir, another
  *   replica) committed a write; this process's own writes need not change it.
+ * - watchCommits(onCommit), where a store has it, calls onCommit soon after any connection's commit
+ *   (this process's own too: a spurious call only costs one generation() check), so a cache in
+ *   front need not poll generation() on its hot path.
  */
 
 export interface TagRecord {
@@ -270,6 +273,12 @@ export interface MetaStore {
   // --------------------------------------------------------------- control
   /** A value that changes when another process committed a write. */
   generation(): Promise<string>;
+  /**
+   * Optional: calls `onCommit` after commits (any connection's) from now on, and `onLost` once if
+   * it stops being able to (then only generation() polling notices others' writes). Returns the
+   * function that stops watching, or undefined when this store cannot watch at all.
+   */
+  watchCommits?(onCommit: () => void, onLost: (err: Error) => void): (() => void) | undefined;
   transaction<T>(fn: (tx: MetaStore) => Promise<T>): Promise<T>;
   /** Writes what is buffered and closes the store. */
   close(): Promise<void>;

@@ -5,8 +5,14 @@
  * better-sqlite3 is synchronous; the async MetaStore contract is kept by a thin facade over the
  * synchronous tables. A transaction(fn) whose fn awaits holds a gate: calls from outside the
  * transaction wait for it to end, so they never land inside it on the shared connection.
- * Other processes' commits are seen through `PRAGMA data_version` (generation()).
+ * Other processes' commits are seen through `PRAGMA data_version` (generation()), and announced by
+ * watchCommits: an inotify watch (fs.watch) on the database's folder reports every write to the
+ * database or its WAL, so the caching decorator runs that check only after a write and not once a
+ * millisecond under load (each PRAGMA is a WAL read transaction: 16-21 µs on average under the
+ * 64-connection manifest load, up to 3.8 ms, and 7-10 % of the CPU per warm manifest request).
  */
+import { watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as Db } from 'better-sqlite3';
 import type {
@@ -890,6 +896,26 @@ export class SqliteMetaStore implements MetaStore {
   /** SQLite's data_version: changes when another connection committed (this one's writes do not). */
   async generation(): Promise<string> {
     return String(this.t.dataVersion());
+  }
+
+  watchCommits(onCommit: () => void, onLost: (err: Error) => void): (() => void) | undefined {
+    const file = this.t.db.name;
+    if (this.t.db.memory || file === '') return undefined;
+    const base = basename(file);
+    let watcher: FSWatcher;
+    try {
+      // The folder, not the files: the WAL is created and removed as connections come and go.
+      watcher = watch(dirname(file), { persistent: false }, (_event, name) => {
+        if (name === null || name === base || name === `${base}-wal`) onCommit();
+      });
+    } catch {
+      return undefined; // no inotify here (or no watches left): generation() polling only
+    }
+    watcher.on('error', (err) => {
+      watcher.close();
+      onLost(err);
+    });
+    return () => watcher.close();
   }
 
   async transaction<T>(fn: (tx: MetaStore) => Promise<T>): Promise<T> {

@@ -18,7 +18,9 @@ export interface LoadResult {
 export async function hey(url: string, method: 'GET' | 'HEAD', seconds: number, connections = 64, headers: Record<string, string> = {}): Promise<LoadResult> {
   const args = ['-z', `${seconds}s`, '-c', String(connections), '-m', method, '-disable-compression'];
   for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
-  const { stdout } = await run('hey', [...args, url], { timeout: (seconds + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
+  // BENCH_HEY_CPUS pins hey to those CPUs (taskset), e.g. to keep it off a pinned mirror's core.
+  const pin = process.env.BENCH_HEY_CPUS;
+  const { stdout } = await run(pin === undefined ? 'hey' : 'taskset', [...(pin === undefined ? [] : ['-c', pin, 'hey']), ...args, url], { timeout: (seconds + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
   const p99 = Number(/99% in ([\d.]+) secs/.exec(stdout)?.[1] ?? NaN) * 1000;
   let ok = 0;

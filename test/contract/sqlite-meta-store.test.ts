@@ -58,3 +58,37 @@ test('SqliteMetaStore: a schema 3 cache opens as schema 4: manifest last use fro
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("SqliteMetaStore.watchCommits announces another connection's commit; the caching decorator then answers it without polling", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'regmirror-meta-watch-'));
+  const path = join(dir, 'meta.db');
+  const digestA = `sha256:${'a'.repeat(64)}`;
+  const digestB = `sha256:${'b'.repeat(64)}`;
+  const inner = SqliteMetaStore.open(path);
+  // The same store with its watch hidden: only generation() polling (here once a minute) remains.
+  const unwatched = SqliteMetaStore.open(path);
+  const hidden = Object.assign(Object.create(unwatched) as MetaStore, { watchCommits: undefined });
+  const watched = new CachingMetaStore(inner, { checkMs: 1, watchedCheckMs: 60_000 });
+  const polled = new CachingMetaStore(hidden, { checkMs: 60_000 });
+  const other = SqliteMetaStore.open(path);
+  const announced: number[] = [];
+  const stop = inner.watchCommits((() => announced.push(Date.now())), () => undefined);
+  try {
+    assert.ok(stop !== undefined, 'a file database can be watched');
+    await other.putTag('gcr.io/a', 'latest', digestA, 1);
+    assert.equal((await watched.getTag('gcr.io/a', 'latest'))?.digest, digestA);
+    assert.equal((await polled.getTag('gcr.io/a', 'latest'))?.digest, digestA);
+    const before = announced.length;
+    await other.putTag('gcr.io/a', 'latest', digestB, 2);
+    await new Promise((r) => setTimeout(r, 200)); // the announcement arrives through the event loop
+    assert.ok(announced.length > before, 'the commit was announced');
+    assert.equal((await watched.getTag('gcr.io/a', 'latest'))?.digest, digestB, 'announced: the next lookup sees the move');
+    assert.equal((await polled.getTag('gcr.io/a', 'latest'))?.digest, digestA, 'not announced and not yet polled: still the old answer');
+  } finally {
+    stop?.();
+    await watched.close();
+    await unwatched.close();
+    await other.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
