@@ -5,11 +5,11 @@
  */
 import { parseDigest } from '../oci/index.ts';
 import { referenceOf } from '../routing/index.ts';
-import type { MetaStore, Pin } from '../meta/index.ts';
+import type { CachedObject, MetaStore, Pin } from '../meta/index.ts';
 import type { BlobStore } from '../store/index.ts';
-import { cacheImages, displayRepo, orphanImage, type CacheImage } from './cache-plan.ts';
+import { cacheImages, displayRepo, orphanImage, orphanStream, type CacheImage } from './cache-plan.ts';
 import { hashStored } from './verify-local.ts';
-import { removeImages, type RemovalDeps } from './evictor.ts';
+import { inventorySizes, removeImages, type RemovalDeps } from './evictor.ts';
 
 /** An image reference resolved for the cache: repository and tag or digest. */
 export interface CacheRef {
@@ -67,7 +67,7 @@ export async function removeImage(deps: RemovalDeps, ref: CacheRef): Promise<{ i
   const image = images.find((i) => i.root === root) ?? images.find((i) => i.manifests.includes(root));
   if (image === undefined) return undefined;
   // Content other images hold stays: removeContent re-checks references in its transaction.
-  const r = await removeImages(deps, inv, [image], 'rm', Infinity);
+  const r = await removeImages(deps, await inventorySizes(inv), [image], 'rm', Infinity);
   if (ref.tag !== undefined) await deps.meta.deleteTag(ref.repo, ref.tag);
   return { image, bytes: r.bytes };
 }
@@ -94,41 +94,56 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
   const { meta, store } = deps;
   const now = o.now ?? Date.now();
   await meta.flushReads();
-  const inv = await meta.inventory();
+  // Referenced content only: unreferenced blobs are read a page at a time below.
+  const inv = await meta.inventory({ orphans: false });
   const referenced = new Set<string>();
   for (const m of inv.manifests) for (const b of m.blobs) referenced.add(b);
   const report: GcReport = { orphanBlobs: [], missing: [], strayFiles: [], bytes: 0, dryRun: o.dryRun };
+  // Rows first, then the store's listing (one pass over its folders, not a stat per row): bytes
+  // are written before their row, so a row seen here has its file listed unless it is missing.
   const known = new Set<string>();
-  for (const b of inv.blobs) {
+  for (const x of [...inv.blobs, ...inv.manifests]) known.add(x.digest);
+  const orphans: CachedObject[] = [];
+  for await (const b of orphanStream(meta, 2000)) {
     known.add(b.digest);
-    if (!(await store.has(parseDigest(b.digest)))) {
+    orphans.push(b);
+  }
+  const stored = new Set<string>();
+  const stray: string[] = [];
+  for await (const page of store.list()) {
+    for (const d of page) {
+      stored.add(d);
+      if (!known.has(d)) stray.push(d);
+    }
+  }
+  const doomed: CacheImage[] = [];
+  for (const b of orphans) {
+    if (!stored.has(b.digest)) {
       report.missing.push(b.digest);
       continue;
     }
-    if (!referenced.has(b.digest) && b.createdAt < now - o.graceMs && b.usedAt < now - o.graceMs) report.orphanBlobs.push({ digest: b.digest, bytes: b.size });
-  }
-  for (const m of inv.manifests) {
-    known.add(m.digest);
-    if (!(await store.has(parseDigest(m.digest)))) report.missing.push(m.digest);
-  }
-  for await (const page of store.list()) {
-    for (const d of page) {
-      if (known.has(d) || (await meta.knows(d))) continue;
-      // A fill commits its bytes a moment before its row: stray means older than the grace period.
-      const written = await store.modifiedAt(parseDigest(d));
-      if (written === undefined || (written > now - Math.max(o.graceMs, STRAY_MIN_AGE_MS) && !referenced.has(d))) continue;
-      const size = (await store.stat(parseDigest(d))) ?? 0;
-      report.strayFiles.push({ digest: d, bytes: size, action: referenced.has(d) ? 'adopted' : 'removed' });
+    if (b.createdAt < now - o.graceMs && b.usedAt < now - o.graceMs) {
+      report.orphanBlobs.push({ digest: b.digest, bytes: b.size });
+      doomed.push(orphanImage(b, false, inv.local.has(b.digest)));
     }
   }
-  const orphans = new Set(report.orphanBlobs.map((b) => b.digest));
+  for (const x of [...inv.blobs, ...inv.manifests]) if (!stored.has(x.digest)) report.missing.push(x.digest);
+  // A row whose file was deleted and written again while the listing ran is not missing: ask again.
+  const stillMissing: string[] = [];
+  for (const d of report.missing) if (!(await store.has(parseDigest(d)))) stillMissing.push(d);
+  report.missing = stillMissing;
+  for (const d of stray) {
+    if (await meta.knows(d)) continue;
+    // A fill commits its bytes a moment before its row: stray means older than the grace period.
+    const written = await store.modifiedAt(parseDigest(d));
+    if (written === undefined || (written > now - Math.max(o.graceMs, STRAY_MIN_AGE_MS) && !referenced.has(d))) continue;
+    const size = (await store.stat(parseDigest(d))) ?? 0;
+    report.strayFiles.push({ digest: d, bytes: size, action: referenced.has(d) ? 'adopted' : 'removed' });
+  }
   report.bytes = report.orphanBlobs.reduce((a, x) => a + x.bytes, 0) + report.strayFiles.filter((f) => f.action === 'removed').reduce((a, f) => a + f.bytes, 0);
   if (o.dryRun) return report;
 
-  if (report.missing.length > 0) {
-    await meta.forgetBlobs(report.missing);
-    for (const d of report.missing) await meta.forgetManifest(d);
-  }
+  if (report.missing.length > 0) await forgetMissing(meta, report.missing);
   const adopt = report.strayFiles.filter((f) => f.action === 'adopted').map((f) => ({ digest: f.digest, size: f.bytes }));
   await meta.adoptBlobs(adopt, now);
   for (const f of report.strayFiles) {
@@ -138,9 +153,20 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
     }
   }
   // Each unreferenced blob is an image of its own: no need to work out every other image.
-  const doomed = inv.blobs.filter((b) => orphans.has(b.digest)).map((b) => orphanImage(b, false, inv.local.has(b.digest)));
-  await removeImages(deps, inv, doomed, 'gc', now - o.graceMs, 2000);
+  await removeImages(deps, await inventorySizes(inv), doomed, 'gc', now - o.graceMs, 2000);
   return report;
+}
+
+/**
+ * Forgets rows whose bytes are gone: a blob's row, and a manifest with everything that hangs on it
+ * (tags, links, children, references, provenance), as removing it would, so no tag is left
+ * pointing at a manifest the cache no longer has.
+ */
+async function forgetMissing(meta: MetaStore, digests: readonly string[]): Promise<void> {
+  await meta.forgetBlobs(digests);
+  for (const d of digests) {
+    if ((await meta.removeContent([d], [], Infinity)).manifests.length === 0) await meta.forgetManifest(d);
+  }
 }
 
 export interface VerifyReport {
@@ -182,10 +208,7 @@ export async function verifyCache(deps: RemovalDeps, o: { repair: boolean }): Pr
     else if ((await meta.removeContent([c.digest], [], Infinity)).manifests.length === 0) await meta.forgetManifest(c.digest);
     log.warn({ image: c.digest, digest: c.digest, bytes: inv.blobs.find((b) => b.digest === c.digest)?.size ?? 0, reason: 'repair', quarantined: where, actual: c.actual }, 'quarantined a corrupt cached object; the next pull fetches it again');
   }
-  for (const m of report.missing) {
-    if (m.kind === 'blob') await meta.forgetBlobs([m.digest]);
-    else await meta.forgetManifest(m.digest);
-  }
+  await forgetMissing(meta, report.missing.map((m) => m.digest));
   return report;
 }
 

@@ -10,7 +10,7 @@
  *   the previous digest of a pinned tag that moved), content of local namespaces (unless
  *   `evictLocal`), anything created within the grace period, and digests in use (fills in flight).
  */
-import type { CacheInventory, CachedManifest, CachedObject } from '../meta/index.ts';
+import type { CacheInventory, CachedManifest, CachedObject, MetaStore } from '../meta/index.ts';
 
 export interface CacheImage {
   /** The root manifest; undefined for an orphan blob. */
@@ -57,17 +57,20 @@ export async function cacheImages(inv: CacheInventory, now = Date.now()): Promis
   return (await analyze(inv, now)).images;
 }
 
-/** Loop steps between yields to the event loop: 100k objects in one go held it ~300 ms. */
-const STEPS_PER_TURN = 5000;
+/** Loop steps between yields to the event loop (5000 held it 10-20 ms a turn beside 64 busy connections). */
+const STEPS_PER_TURN = 1000;
 
 /** The images, and for every digest how many images hold it and its size (the planner's counts). */
-async function analyze(inv: CacheInventory, now: number): Promise<{ images: CacheImage[]; holders: Map<string, number>; size: (d: string) => number }> {
+async function analyze(inv: CacheInventory, now: number): Promise<{ images: CacheImage[]; holders: Map<string, number>; size: (d: string) => number; pinned: ReadonlySet<string> }> {
   let steps = 0;
   const step = async (): Promise<void> => {
     if (++steps % STEPS_PER_TURN === 0) await new Promise((r) => setImmediate(r));
   };
   const manifests = new Map<string, CachedManifest>();
-  for (const m of inv.manifests) manifests.set(m.digest, m);
+  for (const m of inv.manifests) {
+    manifests.set(m.digest, m);
+    await step();
+  }
   const blobs = new Map<string, CachedObject>();
   for (const b of inv.blobs) {
     blobs.set(b.digest, b);
@@ -78,6 +81,7 @@ async function analyze(inv: CacheInventory, now: number): Promise<{ images: Cach
 
   const tagsOf = new Map<string, string[]>();
   for (const t of inv.tags) {
+    await step();
     const list = tagsOf.get(t.digest) ?? [];
     list.push(`${displayRepo(t.repo)}:${t.tag}`);
     tagsOf.set(t.digest, list);
@@ -147,13 +151,14 @@ async function analyze(inv: CacheInventory, now: number): Promise<{ images: Cach
   }
   for (const img of images) {
     if (img.root === undefined) continue;
+    await step();
     let own = 0;
     for (const d of img.manifests) if (holders.get(d) === 1) own += manifests.get(d)?.size ?? 0;
     for (const d of img.blobs) if (holders.get(d) === 1) own += blobs.get(d)?.size ?? 0;
     img.ownBytes = own;
   }
   images.sort((a, b) => a.usedAt - b.usedAt);
-  return { images, holders, size: (d) => manifests.get(d)?.size ?? blobs.get(d)?.size ?? 0 };
+  return { images, holders, size: (d) => manifests.get(d)?.size ?? blobs.get(d)?.size ?? 0, pinned: pinnedRefs };
 }
 
 /** Whether the budget may remove `img` now. */
@@ -173,23 +178,62 @@ export function evictable(img: CacheImage, o: PlanOptions): boolean {
  * The images to remove, least recently used first, until at least `bytesToFree` would be freed
  * (counting shared content once it has no holder left). Orphan blobs go in the same order.
  */
-export async function planEviction(inv: CacheInventory, bytesToFree: number, o: PlanOptions): Promise<CacheImage[]> {
-  const { images, holders, size } = await analyze(inv, o.now);
+export async function planEviction(inv: CacheInventory, bytesToFree: number, o: PlanOptions, orphans?: AsyncIterable<CachedObject>): Promise<CacheImage[]> {
   const plan: CacheImage[] = [];
+  for await (const img of evictionPlan(inv, bytesToFree, o, orphans)) plan.push(img);
+  return plan;
+}
+
+/**
+ * planEviction one image at a time, so the caller removes as it goes. With `orphans` (blobs no
+ * manifest references, least recently used first: MetaStore.orphanBlobs page by page), `inv`
+ * holds only referenced blobs (`inventory({ orphans: false })`) and the two orders are merged: the
+ * server's sweep then never holds the unreferenced blobs of a large cache in memory.
+ */
+export async function* evictionPlan(inv: CacheInventory, bytesToFree: number, o: PlanOptions, orphans?: AsyncIterable<CachedObject>): AsyncGenerator<CacheImage> {
+  const { images, holders, size, pinned } = await analyze(inv, o.now);
   let freed = 0;
   const release = (d: string): void => {
     const left = (holders.get(d) ?? 1) - 1;
     holders.set(d, left);
     if (left === 0) freed += size(d);
   };
-  for (const img of images) {
-    if (freed >= bytesToFree) break;
+  const stream = orphans?.[Symbol.asyncIterator]();
+  let orphan: CachedObject | undefined = stream === undefined ? undefined : (await stream.next()).value;
+  let i = 0;
+  let steps = 0;
+  while (freed < bytesToFree) {
+    const img = images[i];
+    if (orphan !== undefined && (img === undefined || orphan.usedAt < img.usedAt)) {
+      const b = orphan;
+      orphan = ((await (stream as AsyncIterator<CachedObject>).next()).value as CachedObject | undefined) ?? undefined;
+      if (holders.has(b.digest)) continue; // referenced since the inventory: part of an image
+      const one = orphanImage(b, pinned.has(b.digest), inv.local.has(b.digest));
+      if (!evictable(one, o)) continue;
+      freed += b.size;
+      yield one;
+      continue;
+    }
+    if (img === undefined) return;
+    i++;
+    if (++steps % STEPS_PER_TURN === 0) await new Promise((r) => setImmediate(r));
     if (!evictable(img, o)) continue;
     for (const d of img.manifests) release(d);
     for (const d of img.blobs) release(d);
-    plan.push(img);
+    yield img;
   }
-  return plan;
+}
+
+/** Pages of MetaStore.orphanBlobs as one stream, least recently used first. */
+export async function* orphanStream(meta: Pick<MetaStore, 'orphanBlobs'>, pageSize = 1000): AsyncGenerator<CachedObject> {
+  let after: { usedAt: number; digest: string } | undefined;
+  for (;;) {
+    const page = await meta.orphanBlobs(after, pageSize);
+    yield* page;
+    const last = page[page.length - 1];
+    if (last === undefined || page.length < pageSize) return;
+    after = { usedAt: last.usedAt, digest: last.digest };
+  }
 }
 
 /** The name an operator reads for an image in a log line: its first tag, else its digest. */

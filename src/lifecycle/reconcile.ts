@@ -27,14 +27,13 @@ export interface ReconcileResult {
 
 /** Reconciles `store` with `meta`. `alive(owner)` tells whether the process with that owner token lives. */
 export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner: string) => boolean, stopped: () => boolean = () => false): Promise<ReconcileResult> {
-  const digests: string[] = [];
-  for await (const d of meta.blobDigests()) digests.push(d);
+  // Rows a slice at a time as they are read: the cache's digests are never all in memory at once
+  // unless the store must be listed below (before, every start held all of them for the pass).
   let forgotten = 0;
-  for (let i = 0; i < digests.length; i += SLICE) {
-    await new Promise((r) => setImmediate(r));
-    if (stopped()) return { forgotten, adopted: 0, scannedAfter: undefined, stopped: true };
+  let slice: string[] = [];
+  const check = async (): Promise<void> => {
     const missing: string[] = [];
-    for (const digest of digests.slice(i, i + SLICE)) {
+    for (const digest of slice) {
       let present: boolean;
       try {
         present = await store.has(parseDigest(digest));
@@ -43,15 +42,25 @@ export async function reconcile(store: BlobStore, meta: MetaStore, alive: (owner
       }
       if (!present) missing.push(digest);
     }
+    slice = [];
     await meta.forgetBlobs(missing);
     forgotten += missing.length;
+    await new Promise((r) => setImmediate(r));
+  };
+  for await (const d of meta.blobDigests()) {
+    slice.push(d);
+    if (slice.length < SLICE) continue;
+    await check();
+    if (stopped()) return { forgotten, adopted: 0, scannedAfter: undefined, stopped: true };
   }
+  await check();
   const died = (await meta.openProcesses()).filter((owner) => !alive(owner));
   if (died.length === 0 && (await meta.filesReconciled())) return { forgotten, adopted: 0, scannedAfter: undefined };
 
   // Rows as they were at the start: one set lookup per blob. A blob not in it is asked about
   // again (knows), as its row may have been written since.
-  const known = new Set(digests);
+  const known = new Set<string>();
+  for await (const d of meta.blobDigests()) known.add(d);
   for await (const d of meta.manifestDigests()) known.add(d);
   let adopted = 0;
   let found: Array<{ digest: string; size: number }> = [];

@@ -13,7 +13,9 @@
  */
 import { LRUCache } from 'lru-cache';
 import type {
+  RemovedContent,
   CacheInventory,
+  CachedObject,
   ChildManifest,
   ManifestEntry,
   ManifestRecord,
@@ -280,15 +282,31 @@ export class CachingMetaStore implements MetaStore {
     return this.inner.cacheBytes();
   }
 
-  inventory(): Promise<CacheInventory> {
-    return this.inner.inventory();
+  inventory(o?: { orphans?: boolean }): Promise<CacheInventory> {
+    return this.inner.inventory(o);
   }
 
-  async removeContent(manifests: readonly string[], blobs: readonly string[], usedBefore: number): Promise<{ manifests: string[]; blobs: string[] }> {
+  orphanBlobs(after: { usedAt: number; digest: string } | undefined, limit: number): Promise<CachedObject[]> {
+    return this.inner.orphanBlobs(after, limit);
+  }
+
+  async removeContent(manifests: readonly string[], blobs: readonly string[], usedBefore: number): Promise<RemovedContent> {
     this.e.writes++;
     const removed = await this.inner.removeContent(manifests, blobs, usedBefore);
-    // Tags of every repository pointing at a removed manifest went with it: drop everything.
-    if (removed.manifests.length > 0 || removed.blobs.length > 0) this.e.clear();
+    // Only what was removed is dropped, not everything: a sweep's batch every few ms cleared the
+    // hot entries of every request beside it. The removed manifests' rows, the links that went
+    // with the content (the inner store names them), and the tags of any repository pointing at a
+    // removed manifest (one pass over the tag entries).
+    for (const l of removed.links) this.e.links.delete(linkKey(l.repo, l.digest));
+    if (removed.manifests.length > 0) {
+      const gone = new Set(removed.manifests);
+      for (const d of gone) this.e.manifests.delete(d);
+      const stale: string[] = [];
+      this.e.tags.forEach((rec, key) => {
+        if (gone.has(rec.digest)) stale.push(key);
+      });
+      for (const k of stale) this.e.tags.delete(k);
+    }
     return removed;
   }
 

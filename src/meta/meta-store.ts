@@ -141,6 +141,13 @@ export interface CacheInventory {
   pins: Pin[];
 }
 
+/** What removeContent removed: delete those bytes. `links`: the repository links that went with them. */
+export interface RemovedContent {
+  manifests: string[];
+  blobs: string[];
+  links: Array<{ repo: string; digest: string }>;
+}
+
 /** How long the digest a pinned tag pointed at stays pinned after the tag moved. */
 export const PIN_PREVIOUS_MS = 24 * 3600_000;
 
@@ -212,8 +219,17 @@ export interface MetaStore {
   // ------------------------------------------------------------- lifecycle
   /** Bytes of every blob and manifest row (what the byte budget counts). */
   cacheBytes(): Promise<number>;
-  /** Every manifest, blob, tag, local digest and pin (the lifecycle's plan input). */
-  inventory(): Promise<CacheInventory>;
+  /**
+   * Every manifest, blob, tag, local digest and pin (the lifecycle's plan input). With
+   * `{ orphans: false }`, `blobs` holds only blobs some manifest references: the byte budget reads
+   * the unreferenced ones a page at a time (orphanBlobs), so a cache of many never sits in memory.
+   */
+  inventory(o?: { orphans?: boolean }): Promise<CacheInventory>;
+  /**
+   * Up to `limit` blobs no manifest references, least recently used first (by usedAt, then
+   * digest), after `after` (the last of the previous page; undefined: from the start).
+   */
+  orphanBlobs(after: { usedAt: number; digest: string } | undefined, limit: number): Promise<CachedObject[]>;
   /**
    * Removes manifests and blobs, atomically, re-checking each against writes since the plan: a
    * manifest or blob used at or after `usedBefore`, a manifest that another manifest not being
@@ -221,7 +237,7 @@ export interface MetaStore {
    * manifest takes its tags (in every repository), links, children, blob references and
    * provenance with it; a removed blob its links. Returns what was removed: delete those bytes.
    */
-  removeContent(manifests: readonly string[], blobs: readonly string[], usedBefore: number): Promise<{ manifests: string[]; blobs: string[] }>;
+  removeContent(manifests: readonly string[], blobs: readonly string[], usedBefore: number): Promise<RemovedContent>;
   pins(): Promise<Pin[]>;
   /** Pins `reference` of `repo` (idempotent; a second source replaces the first). */
   pin(p: Pin): Promise<void>;

@@ -10,12 +10,13 @@
  *   5. 20 concurrent cold pulls of the large image: wall time, upstream fetches of the big layer
  *   6. peak RSS of each proxy in each phase
  *   7. metadata scale (regmirror): 100k blobs and 20k tags: start-up time, tag lookup p99 (curl)
- *   8. cache lifecycle on that cache: `cache gc` (dry run, then real) and an eviction sweep of half
- *      of it while 64 connections GET a pinned tag (p99, req/s, peak RSS)
+ *   8. cache lifecycle on that cache (lifecycle.ts): `cache gc` (dry run, then real, beside the time
+ *      to unlink as many files on this disk) and an eviction sweep of half of it while 64 connections
+ *      GET a pinned tag at a fixed load, p99 beside the same load on a quiet mirror (req/s, peak RSS)
  * Prints one table with both proxies, the ratio and the target, and writes it as JSON and markdown
  * to bench-results/. BENCH_SECONDS sets each load phase's length (default 5).
  */
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -27,9 +28,8 @@ import { promisify } from 'node:util';
 import { skopeo } from '../helpers/skopeo.ts';
 import { makeImage, makeIndex, pushImage, pushIndex, MT, type Image, type IndexImage } from '../helpers/fixtures.ts';
 import { curlHeadLatencies, hey, RssSampler, upstreamBlobTraffic } from './tools.ts';
-import { SqliteMetaStore } from '../../src/meta/index.ts';
-import { FsBlobStore, metaDbPath } from '../../src/store/index.ts';
-import { parseDigest } from '../../src/oci/index.ts';
+import { buildScaleCache } from './scale-cache.ts';
+import { lifecycleAtScale } from './lifecycle.ts';
 
 const MiB = 1024 * 1024;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -272,41 +272,9 @@ async function main(): Promise<void> {
     console.log('7. metadata scale: 100k blobs, 20k tags');
     const scaleDir = join(work, 'scale');
     const dataDir = join(scaleDir, 'data');
-    const store = new FsBlobStore(dataDir);
-    await store.init();
-    const meta = SqliteMetaStore.open(metaDbPath(dataDir));
-    // Written an hour ago, as a long-running cache's rows are (older than evict_grace: phase 8).
-    const now = Date.now() - 3600_000;
-    // 100k real (tiny) blob files with their rows, as a long-running cache would have.
-    const blobRows: Array<[string, number]> = [];
-    for (let i = 0; i < 100_000; i++) {
-      const content = Buffer.from(`blob-${i}`);
-      const hex = createHash('sha256').update(content).digest('hex');
-      const dir = join(dataDir, 'blobs', 'sha256', hex.slice(0, 2));
-      if (i < 256 || !existsSync(dir)) mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, hex), content);
-      blobRows.push([`sha256:${hex}`, content.length]);
-    }
-    await meta.transaction(async (tx) => {
-      for (const [i, [d, size]] of blobRows.entries()) await tx.putBlob(`gcr.io/scale/r${i % 1000}`, d, size, now);
-    });
-    const tags: string[] = [];
-    const tagFill: Array<{ tag: string; digest: string; bytes: Buffer }> = [];
-    for (let i = 0; i < 20_000; i++) {
-      const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT.ociManifest, config: { mediaType: MT.ociConfig, digest: `sha256:${'0'.repeat(64)}`, size: 2 }, layers: [], annotations: { n: String(i) } }));
-      const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-      tagFill.push({ tag: `t${i}`, digest, bytes });
-      tags.push(`t${i}`);
-    }
-    for (const t of tagFill) await store.put(parseDigest(t.digest), t.bytes);
-    await meta.transaction(async (tx) => {
-      for (const t of tagFill) {
-        const provenance = { registry: 'gcr.io', repository: 'scale/app', mediaType: MT.ociManifest, size: t.bytes.length, source: 'upstream' as const };
-        await tx.putManifest({ repo: 'gcr.io/scale/app', digest: t.digest, size: t.bytes.length, references: [], blobs: [], children: [], provenance }, now);
-        await tx.putTag('gcr.io/scale/app', t.tag, t.digest, now);
-      }
-    });
-    await meta.close();
+    const scale = await buildScaleCache(dataDir);
+    const { tagFill } = scale;
+    const tags = tagFill.map((t) => t.tag);
     const t0 = performance.now();
     const m = await startMirror(scaleDir, mirrorToml(`[cache]\ntag_ttl = "24h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`, 'gcr.io'));
     const startup = (performance.now() - t0) / 1000;
@@ -325,30 +293,14 @@ async function main(): Promise<void> {
     row(`tag lookup p99 (HEAD, uncached tags, 1 connection; p50 ${(lat[2500] ?? NaN).toFixed(2)} ms)`, 'ms', p99, null, { text: '< 1 ms', pass: p99 < 1 }, false);
 
     // ---------------------------------------------------------------- 8. cache lifecycle at scale
-    console.log('8. cache lifecycle over 100k blobs, 20k tags: gc, an eviction sweep under load');
-    const scaleConfig = join(scaleDir, 'mirror.toml');
-    const runCli = promisify(execFile);
-    const g0 = performance.now();
-    const dry = JSON.parse((await runCli(process.execPath, [BIN, 'cache', 'gc', '--dry-run', '--json', '--config', scaleConfig], { maxBuffer: 64 * 1024 * 1024 })).stdout) as { orphanBlobs: unknown[] };
-    const gcDry = (performance.now() - g0) / 1000;
-    // A budget of half the cache: the first sweep evicts about half of everything (120k objects)
-    // while 64 connections GET a pinned tag.
-    const cacheBytes = blobRows.reduce((a, [, size]) => a + size, 0) + tagFill.reduce((a, t) => a + t.bytes.length, 0);
-    const evicting = await startMirror(scaleDir, mirrorToml(`[cache]\ntag_ttl = "24h"\nmax_size = ${Math.floor(cacheBytes / 2)}\nevict_grace = "0s"\npins = ["gcr.io/scale/app:t0"]\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`, 'gcr.io'));
-    const evictRss = new RssSampler(evicting.pid);
-    const underLoad = await hey(`${evicting.url}/v2/scale/app/manifests/t0`, 'GET', SECONDS, 64, { Accept: ACCEPT });
-    rss.regmirror['eviction sweep'] = evictRss.stop();
-    const evictedLines = evicting.logText().split('\n').filter((l) => l.includes('"msg":"evicted"'));
-    const times = evictedLines.map((l) => Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? '')).filter((t) => !Number.isNaN(t));
-    const sweepSeconds = times.length < 2 ? NaN : ((times[times.length - 1] ?? 0) - (times[0] ?? 0)) / 1000;
-    await evicting.stop();
-    const g1 = performance.now();
-    const real = JSON.parse((await runCli(process.execPath, [BIN, 'cache', 'gc', '--json', '--config', scaleConfig], { maxBuffer: 64 * 1024 * 1024 })).stdout) as { orphanBlobs: unknown[] };
-    const gcReal = (performance.now() - g1) / 1000;
-    row(`cache gc --dry-run over 100k blobs / 20k tags (${dry.orphanBlobs.length} unreferenced)`, 's', gcDry, null, { text: '< 10 s', pass: gcDry < 10 }, false);
-    row(`cache gc removing ${real.orphanBlobs.length} unreferenced blobs`, 's', gcReal, null, { text: '< 10 s', pass: gcReal < 10 }, false);
-    row(`manifest GET by tag, 64 connections, during an eviction sweep (${evictedLines.length} images in ${sweepSeconds.toFixed(1)} s), p99`, 'ms', underLoad.p99Ms, null, { text: '< 10 ms', pass: underLoad.p99Ms < 10 }, false);
-    row(`manifest GET by tag, 64 connections, during the eviction sweep (${underLoad.other} answers not 200)`, 'req/s', underLoad.rps, null, { text: 'all 200', pass: underLoad.other === 0 && underLoad.ok > 0 });
+    console.log('8. cache lifecycle over 100k blobs, 20k tags: gc, an eviction sweep under a fixed load');
+    const lc = await lifecycleAtScale(scaleDir, scale, upstream.url, `/v2/bench/small/blobs/${small.layers[0]?.digest ?? ''}`, SECONDS);
+    rss.regmirror['eviction sweep'] = lc.sweepRssMiB;
+    row(`cache gc --dry-run over 100k blobs / 20k tags (${lc.gcDryOrphans} unreferenced)`, 's', lc.gcDrySeconds, null, { text: '< 10 s', pass: lc.gcDrySeconds < 10 }, false);
+    row(`cache gc removing ${lc.gcRemoved} unreferenced blobs (unlinking as many files here: ${lc.unlinkFloorSeconds.toFixed(1)} s)`, 's', lc.gcSeconds, null, { text: '< 10 s', pass: lc.gcSeconds < 10 }, false);
+    row(`manifest GET by tag, 64 conns x ${lc.rate} req/s, quiet mirror, p99`, 'ms', lc.quiet.p99Ms, null, undefined, false);
+    row(`same load during an eviction sweep (${lc.evictedImages} images in ${lc.sweepSeconds.toFixed(1)} s), p99`, 'ms', lc.duringSweep.p99Ms, null, { text: '< 10 ms', pass: lc.duringSweep.p99Ms < 10 }, false);
+    row(`same load during the sweep (${lc.duringSweep.other} answers not 200)`, 'req/s', lc.duringSweep.rps, null, { text: 'all 200', pass: lc.duringSweep.other === 0 && lc.duringSweep.ok > 0 });
 
     // ---------------------------------------------------------------- 6. peak RSS
     for (const phase of Object.keys(rss.regmirror)) {

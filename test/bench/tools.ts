@@ -14,9 +14,11 @@ export interface LoadResult {
   other: number;
 }
 
-/** Runs hey (Debian package `hey`; handles HEAD correctly) against one URL. */
-export async function hey(url: string, method: 'GET' | 'HEAD', seconds: number, connections = 64, headers: Record<string, string> = {}): Promise<LoadResult> {
+/** Runs hey (Debian package `hey`; handles HEAD correctly) against one URL, as fast as it can or at `perConnectionRate`. */
+export async function hey(url: string, method: 'GET' | 'HEAD', seconds: number, connections = 64, headers: Record<string, string> = {}, perConnectionRate?: number): Promise<LoadResult> {
   const args = ['-z', `${seconds}s`, '-c', String(connections), '-m', method, '-disable-compression'];
+  // -q: requests per second per connection (a fixed offered load instead of as fast as possible).
+  if (perConnectionRate !== undefined) args.push('-q', String(perConnectionRate));
   for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
   // BENCH_HEY_CPUS pins hey to those CPUs (taskset), e.g. to keep it off a pinned mirror's core.
   const pin = process.env.BENCH_HEY_CPUS;
@@ -96,4 +98,20 @@ export function upstreamBlobTraffic(logFile: string, fromLine = 0, digest?: stri
     gets++;
   }
   return { bytes, gets, lines: lines.length - 1 };
+}
+
+/**
+ * A fixed offered load of `connections` x `perConnectionRate` req/s whose arrivals are spread out:
+ * hey's workers all tick together, so one hey at -c 64 -q 16 sends bursts of 64 at once and its
+ * p99 is the queue behind a burst (13-22 ms here with nothing else running). `groups` hey
+ * processes of connections/groups workers each start a tick apart instead. rps, ok and other are
+ * summed; p99 is the worst group's.
+ */
+export async function heySpread(url: string, method: 'GET' | 'HEAD', seconds: number, connections: number, perConnectionRate: number, headers: Record<string, string> = {}, groups = 8): Promise<LoadResult> {
+  const tickMs = 1000 / perConnectionRate;
+  const runs = Array.from({ length: groups }, (_, i) =>
+    new Promise<void>((r) => setTimeout(r, (i * tickMs) / groups)).then(() => hey(url, method, seconds, Math.max(1, Math.round(connections / groups)), headers, perConnectionRate)),
+  );
+  const all = await Promise.all(runs);
+  return { rps: all.reduce((a, x) => a + x.rps, 0), p99Ms: Math.max(...all.map((x) => x.p99Ms)), ok: all.reduce((a, x) => a + x.ok, 0), other: all.reduce((a, x) => a + x.other, 0) };
 }

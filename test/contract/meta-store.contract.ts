@@ -233,6 +233,32 @@ export function metaStoreContract(name: string, make: () => Promise<MetaStoreFix
     assert.deepEqual(inv.tags, [{ repo: 'gcr.io/a', tag: 'v1', digest: D(20) }]);
   });
 
+  withMeta('lifecycle: orphanBlobs pages the unreferenced blobs least recently used first; inventory({ orphans: false }) leaves them out', async ({ meta }) => {
+    await meta.putBlob('gcr.io/a', D(11), 10, 100); // referenced below
+    for (let i = 0; i < 7; i++) await meta.putBlob('gcr.io/a', D(50 + i), 1 + i, 100 + (i % 3));
+    await meta.putManifest(entry('gcr.io/a', D(10), [D(11)]), 100);
+    meta.noteBlobRead(D(50), 1, 900); // the oldest, read since: now the newest
+    await meta.flushReads();
+    const seen: Array<{ digest: string; usedAt: number }> = [];
+    let after: { usedAt: number; digest: string } | undefined;
+    for (;;) {
+      const page = await meta.orphanBlobs(after, 3);
+      assert.ok(page.length <= 3);
+      seen.push(...page.map((b) => ({ digest: b.digest, usedAt: b.usedAt })));
+      const last = page[page.length - 1];
+      if (last === undefined || page.length < 3) break;
+      after = { usedAt: last.usedAt, digest: last.digest };
+    }
+    assert.equal(seen.length, 7, 'every unreferenced blob once, the referenced one never');
+    assert.ok(!seen.some((b) => b.digest === D(11)));
+    const order = [...seen].sort((a, b) => a.usedAt - b.usedAt || (a.digest < b.digest ? -1 : 1));
+    assert.deepEqual(seen, order, 'by last use, then digest');
+    assert.equal(seen[seen.length - 1]?.digest, D(50));
+    const inv = await meta.inventory({ orphans: false });
+    assert.deepEqual(inv.blobs.map((b) => b.digest), [D(11)]);
+    assert.equal((await meta.inventory()).blobs.length, 8);
+  });
+
   withMeta('lifecycle: removeContent re-checks uses since the plan, children and references', async ({ meta }) => {
     await meta.putBlob('gcr.io/a', D(11), 1000, 100);
     await meta.putBlob('gcr.io/a', D(12), 1000, 100);
@@ -242,10 +268,11 @@ export function metaStoreContract(name: string, make: () => Promise<MetaStoreFix
     // Used after the plan (at 150): stays.
     meta.noteManifestRead(D(10), 200);
     await meta.flushReads();
-    assert.deepEqual(await meta.removeContent([D(10)], [D(11), D(12)], 150), { manifests: [], blobs: [] });
+    assert.deepEqual(await meta.removeContent([D(10)], [D(11), D(12)], 150), { manifests: [], blobs: [], links: [] });
     // Planned after that use: the manifest, its tag and its own blob go; the blob D(30) holds stays.
     const r = await meta.removeContent([D(10)], [D(11), D(12)], 300);
-    assert.deepEqual(r, { manifests: [D(10)], blobs: [D(11)] });
+    assert.deepEqual({ manifests: r.manifests, blobs: r.blobs }, { manifests: [D(10)], blobs: [D(11)] });
+    assert.deepEqual(r.links.map((l) => `${l.repo} ${l.digest}`).sort(), [`gcr.io/a ${D(10)}`, `gcr.io/a ${D(11)}`].sort(), 'the links that went with them');
     assert.equal(await meta.getTag('gcr.io/a', 'v1'), undefined);
     assert.equal(await meta.getManifest(D(10)), undefined);
     assert.equal(await meta.getBlobSize(D(12)), 1000);

@@ -65,3 +65,24 @@ test('plan: an image whose layer is still filling (no row yet) is in use, not ev
   assert.ok(!(await planEviction(inv, 1e9, { ...o, inUse: new Set([D(5)]) })).some((i) => i.root === D(50)));
   assert.ok((await planEviction(inv, 1e9, o)).some((i) => i.root === D(50)), 'with no fill in flight it is an ordinary (partly evicted) image');
 });
+
+test('plan with an orphan stream: the same order as with every blob in memory, orphans merged by last use, protected orphans skipped', async () => {
+  const o = { now: 1000, graceMs: 0, evictLocal: false };
+  const all = inventory({ blobs: [...inventory().blobs, obj(7, 8, 150), obj(8, 9, 400, 990)] });
+  const referencedOnly: CacheInventory = { ...all, blobs: all.blobs.filter((b) => [D(1), D(2), D(3), D(4)].includes(b.digest)) };
+  const orphans = all.blobs.filter((b) => !referencedOnly.blobs.includes(b)).sort((a, b) => a.usedAt - b.usedAt);
+  async function* stream() {
+    yield* orphans;
+  }
+  const order = (plan: Awaited<ReturnType<typeof planEviction>>) => plan.map((i) => i.root ?? i.blobs[0]);
+  for (const want of [5, 60, 200, 1e9]) {
+    assert.deepEqual(order(await planEviction(referencedOnly, want, o, stream())), order(await planEviction(all, want, o)), `to free ${want}`);
+  }
+  // Blob 8 is younger than the grace period: never planned, from either source.
+  const graced = { ...o, graceMs: 100 };
+  assert.ok(!order(await planEviction(referencedOnly, 1e9, graced, stream())).includes(D(8)));
+  assert.deepEqual(order(await planEviction(referencedOnly, 1e9, graced, stream())), order(await planEviction(all, 1e9, graced)));
+  // An orphan pinned by digest stays.
+  const pinned = { ...referencedOnly, pins: [{ repo: 'gcr.io/a', reference: D(7), source: 'cli' as const }] };
+  assert.ok(!order(await planEviction(pinned, 1e9, o, stream())).includes(D(7)));
+});
