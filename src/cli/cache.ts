@@ -6,7 +6,7 @@ import type { Config } from '../config/index.ts';
 import { formatBytes } from '../config/index.ts';
 import type { Logger } from '../log/index.ts';
 import { referenceOf, routeImage } from '../routing/index.ts';
-import { collectGarbage, diskUsage, listImages, pinImage, removeImage, unpinImage, verifyCache, type CacheRef } from '../lifecycle/cache-admin.ts';
+import { collectGarbage, diskUsage, imageSummary, isoTime, listImages, pinImage, removeImage, unpinImage, verifyCache, type CacheRef } from '../lifecycle/cache-admin.ts';
 import { openRuntime, routingOf } from './runtime.ts';
 
 export interface CacheCliOptions {
@@ -17,7 +17,6 @@ export interface CacheCliOptions {
 }
 
 const out = (s: string): void => void process.stdout.write(s);
-const iso = (ms: number): string => (ms > 0 ? new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z') : '-');
 
 /** IMAGE as pulled (`gcr.io/foo/bar:1.0`, `nginx`, `site/app@sha256:...`) → repository + tag or digest. Throws RegistryError. */
 export function cacheRef(config: Config, image: string): CacheRef {
@@ -35,14 +34,14 @@ export async function cacheAction(action: string, config: Config, log: Logger, i
       case 'ls': {
         const images = await listImages(rt.meta, o.registry);
         if (o.json) {
-          out(`${JSON.stringify(images.map((i) => ({ names: i.names, digest: i.root ?? i.blobs[0], kind: i.root === undefined ? 'blob' : 'image', bytes: i.bytes, ownBytes: i.ownBytes, lastUsed: iso(i.usedAt), created: iso(i.createdAt), pinned: i.pinned, local: i.local, manifests: i.manifests.length, blobs: i.blobs.length })), null, 2)}\n`);
+          out(`${JSON.stringify(images.map(imageSummary), null, 2)}\n`);
           return 0;
         }
         out(`${'IMAGE'.padEnd(48)} ${'DIGEST'.padEnd(19)} ${'OWN'.padStart(10)} ${'TOTAL'.padStart(10)}  LAST USED             PINNED\n`);
         for (const i of images) {
           const name = i.names[0] ?? (i.root === undefined ? '(unreferenced blob)' : '(untagged)');
           const digest = (i.root ?? i.blobs[0] ?? '').slice(0, 19);
-          out(`${name.padEnd(48)} ${digest.padEnd(19)} ${formatBytes(i.ownBytes).padStart(10)} ${formatBytes(i.bytes).padStart(10)}  ${iso(i.usedAt).padEnd(21)} ${i.pinned ? 'yes' : ''}\n`);
+          out(`${name.padEnd(48)} ${digest.padEnd(19)} ${formatBytes(i.ownBytes).padStart(10)} ${formatBytes(i.bytes).padStart(10)}  ${isoTime(i.usedAt).padEnd(21)} ${i.pinned ? 'yes' : ''}\n`);
         }
         return 0;
       }

@@ -54,6 +54,16 @@ export function unpinImage(meta: MetaStore, ref: CacheRef): Promise<boolean> {
   return meta.unpin(ref.repo, referenceOf(ref));
 }
 
+/** An RFC 3339 time (to the second) for listings, or '-' for none. */
+export function isoTime(ms: number): string {
+  return ms > 0 ? new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z') : '-';
+}
+
+/** One image as `cache ls --json` and the API's /cache/images list it (the same fields and units). */
+export function imageSummary(i: CacheImage): Record<string, unknown> {
+  return { names: i.names, digest: i.root ?? i.blobs[0], kind: i.root === undefined ? 'blob' : 'image', bytes: i.bytes, ownBytes: i.ownBytes, lastUsed: isoTime(i.usedAt), created: isoTime(i.createdAt), pinned: i.pinned, local: i.local, manifests: i.manifests.length, blobs: i.blobs.length };
+}
+
 /**
  * Removes the image `ref` names (its manifests and the blobs no other image holds) and its tag.
  * Returns undefined when it is not cached.

@@ -18,7 +18,7 @@ import { RegistryError, renderErrorBody } from '../oci/index.ts';
 import type { ProvenanceQuery } from '../mirror/index.ts';
 import type { Authenticator } from './auth.ts';
 import type { RemovalDeps } from '../lifecycle/index.ts';
-import { collectGarbage, diskUsage, listImages, pinImage, removeImage, unpinImage, type CacheRef } from '../lifecycle/cache-admin.ts';
+import { collectGarbage, diskUsage, imageSummary, listImages, pinImage, removeImage, unpinImage, type CacheRef } from '../lifecycle/cache-admin.ts';
 
 /** What the cache endpoints need: the stores, how to read an IMAGE, the grace period for gc. */
 export interface CacheApiDeps extends RemovalDeps {
@@ -102,7 +102,7 @@ function mountCacheApi(api: Hono<{ Bindings: HttpBindings }>, deps: CacheApiDeps
     };
   api.get('/_regmirror/v1/cache/images', handle(false, async (c) => {
     const images = await listImages(deps.meta, c.req.query('registry'));
-    return { images: images.map((i) => ({ names: i.names, digest: i.root ?? i.blobs[0], kind: i.root === undefined ? 'blob' : 'image', bytes: i.bytes, ownBytes: i.ownBytes, lastUsed: i.usedAt, created: i.createdAt, pinned: i.pinned, local: i.local })) };
+    return { images: images.map(imageSummary) };
   }));
   api.get('/_regmirror/v1/cache/usage', handle(false, () => diskUsage(deps.meta)));
   api.delete('/_regmirror/v1/cache/images', handle(true, async (c) => {

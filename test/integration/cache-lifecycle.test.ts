@@ -123,6 +123,13 @@ describe('cache lifecycle: a byte budget that holds, pins, rm, verify --repair, 
     assert.deepEqual(ls.filter((i) => i.kind !== 'image').map((i) => i.digest), [], 'no image lost its manifest while its layer was filling (no unreferenced blobs left)');
     assert.ok(names.includes('gcr.io/test/pinned:1'), `the pinned image stays: ${names.join(', ')}`);
     assert.ok(ls.find((i) => i.names.includes('gcr.io/test/pinned:1'))?.pinned === true);
+    // The server's API lists the same images with the same fields and units (RFC 3339 times).
+    const api = ((await (await fetch(`${mirror.url}/_regmirror/v1/cache/images`)).json()) as { images: Array<Record<string, unknown>> }).images;
+    const fromCli = (ls as unknown as Array<Record<string, unknown>>).find((i) => (i.names as string[]).includes('gcr.io/test/pinned:1'));
+    const fromApi = api.find((i) => (i.names as string[]).includes('gcr.io/test/pinned:1'));
+    assert.deepEqual(Object.keys(fromApi ?? {}).sort(), Object.keys(fromCli ?? {}).sort());
+    assert.match(String(fromApi?.lastUsed), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    assert.equal(fromApi?.digest, fromCli?.digest);
     assert.ok(!names.includes('gcr.io/test/app0:1'), `the least recently used image was evicted: ${names.join(', ')}`);
     assert.ok(names.includes('gcr.io/test/app6:1'), `the last image pulled stays: ${names.join(', ')}`);
     assert.ok(existsSync(blobFile(dataDir, base.digest)), 'the base layer shared with a kept image stays');
