@@ -22,6 +22,7 @@ import { promisify } from 'node:util';
 import { startMirror, mirrorToml, BIN } from '../helpers/mirror-process.ts';
 import { hey, heySpread, RssSampler, type LoadResult } from './tools.ts';
 import { waitFor } from '../helpers/net.ts';
+import { makeImage, pushImage } from '../helpers/fixtures.ts';
 import { buildScaleCache, scaleCacheOf, type ScaleCache } from './scale-cache.ts';
 
 const runCli = promisify(execFile);
@@ -63,7 +64,12 @@ async function unlinkSeconds(dir: string, n: number): Promise<number> {
 }
 
 /** Runs phase 8 on the scale cache in `scaleDir` (its `data` folder as built by buildScaleCache). */
-export async function lifecycleAtScale(scaleDir: string, cache: ScaleCache, upstreamUrl: string, trigger: string, seconds: number): Promise<LifecycleFigures> {
+export async function lifecycleAtScale(scaleDir: string, cache: ScaleCache, upstreamUrl: string, seconds: number): Promise<LifecycleFigures> {
+  // The layer whose pull sets off the sweep: 256 KiB, 4 % of this cache (a bigger one would push
+  // the sweep's target down to nearly nothing).
+  const im = makeImage('lifecycle-trigger', [256 * 1024], 'oci');
+  await pushImage(upstreamUrl, 'bench/trigger', 'v1', im);
+  const trigger = `/v2/bench/trigger/blobs/${im.layers[0]?.digest ?? ''}`;
   const registry = `[[registry]]\nhost = "gcr.io"\nendpoint = "${upstreamUrl}"\n`;
   const scaleConfig = join(scaleDir, 'mirror.toml');
   const pinned = `/v2/scale/app/manifests/t0`;
@@ -132,7 +138,6 @@ export async function lifecycleAtScale(scaleDir: string, cache: ScaleCache, upst
 // Alone: builds the scale cache, starts an upstream, prints the figures.
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { startRegistry } = await import('../helpers/registry-process.ts');
-  const { makeImage, pushImage } = await import('../helpers/fixtures.ts');
   const work = mkdtempSync(join(tmpdir(), 'regmirror-lifecycle-bench-'));
   const upstream = await startRegistry(join(work, 'upstream'));
   try {
@@ -140,10 +145,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     // LIFECYCLE_SCALE_FROM: a scale cache built before (its folder holds `data`), copied instead.
     const from = process.env.LIFECYCLE_SCALE_FROM;
     const cache = from === undefined ? await buildScaleCache(join(scaleDir, 'data')) : (cpSync(join(from, 'data'), join(scaleDir, 'data'), { recursive: true }), scaleCacheOf());
-    const im = makeImage('lifecycle-trigger', [256 * 1024], 'oci');
-    await pushImage(upstream.url, 'bench/trigger', 'v1', im);
-    const trigger = `/v2/bench/trigger/blobs/${im.layers[0]?.digest ?? ''}`;
-    console.log(JSON.stringify(await lifecycleAtScale(scaleDir, cache, upstream.url, trigger, Number(process.env.BENCH_SECONDS ?? 5)), null, 1));
+    console.log(JSON.stringify(await lifecycleAtScale(scaleDir, cache, upstream.url, Number(process.env.BENCH_SECONDS ?? 5)), null, 1));
   } finally {
     await upstream.stop();
     rmSync(work, { recursive: true, force: true });
