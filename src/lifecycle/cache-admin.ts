@@ -112,7 +112,8 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
   // Rows first, then the store's listing (one pass over its folders, not a stat per row): bytes
   // are written before their row, so a row seen here has its file listed unless it is missing.
   const known = new Set<string>();
-  for (const x of [...inv.blobs, ...inv.manifests]) known.add(x.digest);
+  const rows = [...inv.blobs, ...inv.manifests];
+  for (const x of rows) known.add(x.digest);
   const orphans: CachedObject[] = [];
   for await (const b of orphanStream(meta, 2000)) {
     known.add(b.digest);
@@ -137,7 +138,7 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
       doomed.push(orphanImage(b, false, inv.local.has(b.digest)));
     }
   }
-  for (const x of [...inv.blobs, ...inv.manifests]) if (!stored.has(x.digest)) report.missing.push(x.digest);
+  for (const x of rows) if (!stored.has(x.digest)) report.missing.push(x.digest);
   // A row whose file was deleted and written again while the listing ran is not missing: ask again.
   const stillMissing: string[] = [];
   for (const d of report.missing) if (!(await store.has(parseDigest(d)))) stillMissing.push(d);
@@ -153,7 +154,7 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
   report.bytes = report.orphanBlobs.reduce((a, x) => a + x.bytes, 0) + report.strayFiles.filter((f) => f.action === 'removed').reduce((a, f) => a + f.bytes, 0);
   if (o.dryRun) return report;
 
-  if (report.missing.length > 0) await forgetMissing(meta, report.missing);
+  if (report.missing.length > 0) await forgetRows(meta, report.missing);
   const adopt = report.strayFiles.filter((f) => f.action === 'adopted').map((f) => ({ digest: f.digest, size: f.bytes }));
   await meta.adoptBlobs(adopt, now);
   for (const f of report.strayFiles) {
@@ -168,11 +169,12 @@ export async function collectGarbage(deps: RemovalDeps, o: { graceMs: number; dr
 }
 
 /**
- * Forgets rows whose bytes are gone: a blob's row, and a manifest with everything that hangs on it
- * (tags, links, children, references, provenance), as removing it would, so no tag is left
- * pointing at a manifest the cache no longer has.
+ * Forgets the rows of objects whose bytes are gone or set aside (missing, quarantined): a blob's
+ * row, and a manifest with everything that hangs on it (tags, links, children, references,
+ * provenance), as removing it would, so no tag is left pointing at a manifest the cache no longer
+ * has (a child another index still lists keeps those and loses only its row).
  */
-async function forgetMissing(meta: MetaStore, digests: readonly string[]): Promise<void> {
+async function forgetRows(meta: MetaStore, digests: readonly string[]): Promise<void> {
   await meta.forgetBlobs(digests);
   for (const d of digests) {
     if ((await meta.removeContent([d], [], Infinity)).manifests.length === 0) await meta.forgetManifest(d);
@@ -214,11 +216,10 @@ export async function verifyCache(deps: RemovalDeps, o: { repair: boolean }): Pr
   if (!o.repair) return report;
   for (const c of report.corrupt) {
     const where = await store.quarantine(parseDigest(c.digest));
-    if (c.kind === 'blob') await meta.forgetBlobs([c.digest]);
-    else if ((await meta.removeContent([c.digest], [], Infinity)).manifests.length === 0) await meta.forgetManifest(c.digest);
+    await forgetRows(meta, [c.digest]);
     log.warn({ image: c.digest, digest: c.digest, bytes: inv.blobs.find((b) => b.digest === c.digest)?.size ?? 0, reason: 'repair', quarantined: where, actual: c.actual }, 'quarantined a corrupt cached object; the next pull fetches it again');
   }
-  await forgetMissing(meta, report.missing.map((m) => m.digest));
+  await forgetRows(meta, report.missing.map((m) => m.digest));
   return report;
 }
 

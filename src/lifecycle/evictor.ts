@@ -65,20 +65,16 @@ export async function inventorySizes(inv: CacheInventory): Promise<(d: string) =
 
 /**
  * Removes `images` (rows, then bytes), each re-checked against uses at or after `usedBefore`,
- * in transactions of up to BATCH_OBJECTS objects. Returns the bytes freed and the images removed
- * (whole or in part); each is one log line and one `evicted` event.
+ * in transactions of up to `batchObjects` objects, taking them from `images` as it goes (a plan
+ * still being made, or a list). Stops early when `stop()` says so. Returns the bytes freed and the
+ * images removed (whole or in part); each is one log line and one `evicted` event.
  */
-export async function removeImages(deps: RemovalDeps, sizeOf: (d: string) => number, images: readonly CacheImage[], reason: RemovalReason, usedBefore: number, batchObjects = BATCH_OBJECTS): Promise<{ bytes: number; images: number }> {
+export async function removeImages(deps: RemovalDeps, sizeOf: (d: string) => number, images: Iterable<CacheImage> | AsyncIterable<CacheImage>, reason: RemovalReason, usedBefore: number, batchObjects = BATCH_OBJECTS, stop: () => boolean = () => false): Promise<{ bytes: number; images: number }> {
   let bytes = 0;
   let count = 0;
-  for (let i = 0; i < images.length; ) {
-    const batch: CacheImage[] = [];
-    let objects = 0;
-    while (i < images.length && (batch.length === 0 || objects + (images[i]?.manifests.length ?? 0) + (images[i]?.blobs.length ?? 0) <= batchObjects)) {
-      const img = images[i++] as CacheImage;
-      batch.push(img);
-      objects += img.manifests.length + img.blobs.length;
-    }
+  let batch: CacheImage[] = [];
+  let objects = 0;
+  const flush = async (): Promise<void> => {
     const removed = await deps.meta.removeContent(batch.flatMap((b) => b.manifests), batch.flatMap((b) => b.blobs), usedBefore);
     const gone = new Set([...removed.manifests, ...removed.blobs]);
     // Every delete of the batch at once: one wait per batch (under load each wait is a full turn
@@ -99,8 +95,18 @@ export async function removeImages(deps: RemovalDeps, sizeOf: (d: string) => num
       deps.log.info({ image: imageName(img), digest, bytes: freed, objects: objectsGone, reason }, reason === 'budget' || reason === 'min_free' ? 'evicted' : 'removed from the cache');
       if (deps.events?.has('evicted') === true) deps.events.emit('evicted', { digest, bytes: freed, reason });
     }
+    batch = [];
+    objects = 0;
     await new Promise((r) => setImmediate(r));
+  };
+  for await (const img of images) {
+    if (stop()) break;
+    const n = img.manifests.length + img.blobs.length;
+    if (batch.length > 0 && objects + n > batchObjects) await flush();
+    batch.push(img);
+    objects += n;
   }
+  if (batch.length > 0) await flush();
   return { bytes, images: count };
 }
 
@@ -205,24 +211,8 @@ export class Evictor {
     // sweep's memory is the images', not the cache's (100k orphan blobs held whole: +90 MiB RSS).
     const inv = await meta.inventory({ orphans: false });
     if (this.stopped) return { usedBytes, freeBytes, freedBytes: 0, images: 0 };
-    const sizeOf = await inventorySizes(inv);
-    const done = { bytes: 0, images: 0 };
-    let batch: CacheImage[] = [];
-    let objects = 0;
-    const flush = async (): Promise<void> => {
-      const r = await removeImages(this.deps, sizeOf, batch, reason, planned);
-      done.bytes += r.bytes;
-      done.images += r.images;
-      batch = [];
-      objects = 0;
-    };
-    for await (const img of evictionPlan(inv, toFree, { now: planned, graceMs: b.graceMs, evictLocal: b.evictLocal, inUse: new Set(this.inFlight.keys()) }, orphanStream(meta))) {
-      if (this.stopped) break;
-      batch.push(img);
-      objects += img.manifests.length + img.blobs.length;
-      if (objects >= BATCH_OBJECTS) await flush();
-    }
-    if (batch.length > 0) await flush();
+    const plan = evictionPlan(inv, toFree, { now: planned, graceMs: b.graceMs, evictLocal: b.evictLocal, inUse: new Set(this.inFlight.keys()) }, orphanStream(meta));
+    const done = await removeImages(this.deps, await inventorySizes(inv), plan, reason, planned, BATCH_OBJECTS, () => this.stopped);
     this.stuck = done.images === 0 ? { usedBytes, at: planned } : undefined;
     if (done.bytes < toFree && !this.warned) {
       this.warned = true;

@@ -758,34 +758,38 @@ export class SqliteMetaStore implements MetaStore {
    * blobs in one statement held the event loop for tens of milliseconds while requests waited.
    */
   async inventory(o?: { orphans?: boolean }): Promise<CacheInventory> {
-    /** Runs `page` until it returns fewer than INVENTORY_PAGE rows, yielding to the event loop between pages. */
-    const paged = async <R>(page: (last: R | undefined) => R[], each: (r: R) => void): Promise<void> => {
-      let last: R | undefined;
-      for (;;) {
-        await this.wait();
-        const rows = page(last);
-        for (const r of rows) each(r);
-        if (rows.length < INVENTORY_PAGE) return;
-        last = rows[rows.length - 1];
-        await new Promise((r) => setImmediate(r));
-      }
-    };
     const manifests = new Map<string, CachedManifest>();
-    await paged<CachedObject>(
-      (last) => this.t.inventoryPage('manifests', last?.digest ?? '', INVENTORY_PAGE),
-      (m) => void manifests.set(m.digest, { digest: m.digest, size: m.size, createdAt: m.createdAt, usedAt: m.usedAt, blobs: [], children: [] }),
-    );
+    for await (const rows of this.pages<CachedObject>((last) => this.t.inventoryPage('manifests', last?.digest ?? '', INVENTORY_PAGE))) {
+      for (const m of rows) manifests.set(m.digest, { digest: m.digest, size: m.size, createdAt: m.createdAt, usedAt: m.usedAt, blobs: [], children: [] });
+    }
     const blobs: CachedObject[] = [];
-    await paged<CachedObject>(
-      (last) => this.t.inventoryPage(o?.orphans === false ? 'referencedBlobs' : 'blobs', last?.digest ?? '', INVENTORY_PAGE),
-      (b) => void blobs.push(b),
-    );
-    await paged<{ a: string; b: string }>((last) => this.t.pairPage('blobs', [last?.a ?? '', last?.b ?? ''], INVENTORY_PAGE), (r) => void manifests.get(r.a)?.blobs.push(r.b));
-    await paged<{ a: string; b: string }>((last) => this.t.pairPage('children', [last?.a ?? '', last?.b ?? ''], INVENTORY_PAGE), (r) => void manifests.get(r.a)?.children.push(r.b));
+    for await (const rows of this.pages<CachedObject>((last) => this.t.inventoryPage(o?.orphans === false ? 'referencedBlobs' : 'blobs', last?.digest ?? '', INVENTORY_PAGE))) blobs.push(...rows);
+    for (const kind of ['blobs', 'children'] as const) {
+      for await (const rows of this.pages<{ a: string; b: string }>((last) => this.t.pairPage(kind, [last?.a ?? '', last?.b ?? ''], INVENTORY_PAGE))) {
+        for (const r of rows) manifests.get(r.a)?.[kind].push(r.b);
+      }
+    }
     const tags: CacheInventory['tags'] = [];
-    await paged<{ repo: string; tag: string; digest: string }>((last) => this.t.tagPage([last?.repo ?? '', last?.tag ?? ''], INVENTORY_PAGE), (t) => void tags.push(t));
+    for await (const rows of this.pages<{ repo: string; tag: string; digest: string }>((last) => this.t.tagPage([last?.repo ?? '', last?.tag ?? ''], INVENTORY_PAGE))) tags.push(...rows);
     await this.wait();
     return { manifests: [...manifests.values()], blobs, tags, local: this.t.inventoryLocal(), pins: this.t.pins() };
+  }
+
+  /**
+   * Keyset pages of INVENTORY_PAGE rows: `page(last)` reads the rows after the last one of the page
+   * before (undefined: from the start); the event loop runs between pages, and a page is never read
+   * inside another caller's open transaction.
+   */
+  private async *pages<R>(page: (last: R | undefined) => R[]): AsyncGenerator<R[]> {
+    let last: R | undefined;
+    for (;;) {
+      await this.wait();
+      const rows = page(last);
+      yield rows;
+      if (rows.length < INVENTORY_PAGE) return;
+      last = rows[rows.length - 1];
+      await new Promise((r) => setImmediate(r));
+    }
   }
 
   async orphanBlobs(after: { usedAt: number; digest: string } | undefined, limit: number): Promise<CachedObject[]> {
@@ -841,15 +845,7 @@ export class SqliteMetaStore implements MetaStore {
 
   /** A page of INVENTORY_PAGE digests at a time, yielding to the event loop between pages (100k in one statement held it 170 ms). */
   async *blobDigests(): AsyncIterable<string> {
-    let after = '';
-    for (;;) {
-      await this.wait();
-      const page = this.t.blobDigestPage(after, INVENTORY_PAGE);
-      yield* page;
-      if (page.length < INVENTORY_PAGE) return;
-      after = page[page.length - 1] ?? '';
-      await new Promise((r) => setImmediate(r));
-    }
+    for await (const rows of this.pages<string>((last) => this.t.blobDigestPage(last ?? '', INVENTORY_PAGE))) yield* rows;
   }
 
   async knows(digest: string): Promise<boolean> {
