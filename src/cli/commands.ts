@@ -32,8 +32,10 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'serve',
     args: [],
     summary: 'run the mirror (the default command)',
-    details: 'Listens on [server] listen; SIGINT / SIGTERM stop it after in-flight transfers (bounded).',
-    options: {},
+    details: 'Listens on [server] listen. SIGTERM / SIGINT drain it: /readyz fails, the listener closes after\n[server] shutdown_delay, in-flight transfers get [server] shutdown_timeout (a second signal exits at once).\nSIGHUP reloads the config file (a file that does not validate changes nothing).',
+    options: {
+      'log-level': { type: 'string', value: 'LEVEL', help: 'fatal, error, warn, info, debug, trace or silent (overrides [log] level and LOG_LEVEL)' },
+    },
     example: 'regmirror serve --config /etc/regmirror/mirror.toml',
   },
   {

@@ -6,10 +6,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { request } from 'undici';
-import { ConfigError, loadConfig, type Config } from '../config/index.ts';
+import { ConfigError, loadConfig, parseLogLevel, type Config } from '../config/index.ts';
 import { createLogger } from '../log/index.ts';
 import { RegistryError } from '../oci/index.ts';
-import { startServer } from './serve.ts';
+import { startServer, type RunningServer } from './serve.ts';
+import { packageVersion } from './version.ts';
 import { cacheAction, cacheRef } from './cache.ts';
 import { pinImage } from '../lifecycle/cache-admin.ts';
 import { defaultMirrorUrl, verifyLocal, verifyRemote } from './verify.ts';
@@ -23,10 +24,6 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { CONFIG_OPTION_RUNTIMES, UsageError, commandUsage, overviewUsage, parseCommandLine, type OptionValues } from './commands.ts';
 import { dirname, join } from 'node:path';
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 function loadOrExplain(file: string | undefined): Config | undefined {
   try {
@@ -40,9 +37,18 @@ function loadOrExplain(file: string | undefined): Config | undefined {
   }
 }
 
-async function serveCommand(config: Config): Promise<number> {
-  const log = createLogger(config.log.level);
-  let server;
+async function serveCommand(first: Config, configFile: string | undefined, logLevel: string | undefined): Promise<number> {
+  let config = first;
+  if (logLevel !== undefined) {
+    try {
+      config = { ...config, log: { ...config.log, level: parseLogLevel(logLevel, '--log-level') } };
+    } catch (e) {
+      process.stderr.write(`regmirror: ${(e as Error).message}\n`);
+      return 2;
+    }
+  }
+  const log = createLogger(config.log.level, undefined, config.log.format);
+  let server: RunningServer;
   try {
     server = await startServer(config, log);
   } catch (e) {
@@ -55,14 +61,49 @@ async function serveCommand(config: Config): Promise<number> {
   // the server goes on; each request's own failures are answered where they happen.
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception; the server keeps running'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled promise rejection; the server keeps running'));
+  // SIGHUP: read the config file again; a file that does not validate changes nothing.
+  let reloading: Promise<void> = Promise.resolve();
+  const reload = async (): Promise<void> => {
+    const where = configFile ?? 'the embedded default configuration';
+    let next: Config;
+    try {
+      next = loadConfig(configFile);
+      if (logLevel !== undefined) next = { ...next, log: { ...next.log, level: parseLogLevel(logLevel, '--log-level') } };
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      log.error({ config: where, err: e.message }, `configuration reload refused, the running configuration stays: ${e.message}`);
+      return;
+    }
+    try {
+      const r = await server.reload(next);
+      const fields = { config: where, changed: r.changed, ...(r.restartNeeded.length === 0 ? {} : { restartNeeded: r.restartNeeded }) };
+      if (r.restartNeeded.length > 0) log.warn(fields, `configuration reloaded: ${r.changed.length === 0 ? 'nothing applied' : r.changed.join('; ')}; these keys keep their running values until a restart: ${r.restartNeeded.join('; ')}`);
+      else log.info(fields, `configuration reloaded: ${r.changed.length === 0 ? 'nothing changed' : r.changed.join('; ')}`);
+    } catch (e) {
+      log.error({ config: where, err: (e as Error).message }, `configuration reload refused, the running configuration stays: ${(e as Error).message}`);
+    }
+  };
+  const onHup = (): void => {
+    reloading = reloading.then(reload, reload);
+  };
+  process.on('SIGHUP', onHup);
   await new Promise<void>((resolve) => {
+    let stopping = false;
     const stop = (signal: string): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal while draining: exiting now');
+        log.flush();
+        process.exit(1);
+      }
+      stopping = true;
       log.info({ signal }, 'shutting down');
       void server.close().then(resolve);
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
   });
+  process.off('SIGHUP', onHup);
+  log.info('stopped');
   log.flush();
   return 0;
 }
@@ -216,7 +257,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (line.kind === 'version') {
-    process.stdout.write(`regmirror ${version()}\n`);
+    process.stdout.write(`regmirror ${packageVersion()}\n`);
     return 0;
   }
   if (line.kind === 'overview') {
@@ -236,7 +277,7 @@ async function main(argv: string[]): Promise<number> {
     if (name === 'config') checkConfigOptions(args[0] ?? '', values);
     const config = loadOrExplain(str(values.config));
     if (config === undefined) return 2;
-    if (name === 'serve') return await serveCommand(config);
+    if (name === 'serve') return await serveCommand(config, str(values.config) ?? process.env.REGMIRROR_CONFIG, str(values['log-level']));
     if (name === 'config') {
       const mirrorUrl = str(values['mirror-url']);
       const ca = str(values.ca);

@@ -1,9 +1,13 @@
 /**
  * `regmirror serve`: loads the config, opens the stores, starts the HTTP(S) server on the
- * configured address, and shuts down cleanly on SIGINT/SIGTERM (in-flight fills get a few seconds).
+ * configured address; drains on SIGTERM (close()): /readyz fails, the listener stays open for
+ * [server] shutdown_delay, then closes, and in-flight transfers get [server] shutdown_timeout;
+ * takes a reloaded config (reload(), on SIGHUP) without dropping connections, fills or caches.
  */
 import { readFileSync } from 'node:fs';
-import { createServer as createHttpsServer } from 'node:https';
+import { stat } from 'node:fs/promises';
+import { createSecureContext } from 'node:tls';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Config } from '../config/index.ts';
@@ -13,66 +17,155 @@ import { Evictor, indexBlobRefs, reconcile } from '../lifecycle/index.ts';
 import { ProvenanceQuery, Pusher, warmUp } from '../mirror/index.ts';
 import { openRuntime } from './runtime.ts';
 import { cacheRef } from './cache.ts';
-import { Authenticator, answerClientError, createAdminApi, createApp, nodeFetch } from '../server/index.ts';
+import { Authenticator, Metrics, answerClientError, createAdminApi, createApp, mountOps, nodeFetch, type OpsDeps, type ReadinessReport } from '../server/index.ts';
 import { formatListen } from '../config/index.ts';
+import { reloadPlan } from './reload.ts';
+import { packageVersion } from './version.ts';
 
 export interface RunningServer {
   port: number;
+  /** The [api] listen port, when the API has its own listener. */
+  apiPort?: number;
+  /** Drains and stops: /readyz fails, then the listener closes after shutdown_delay, transfers get shutdown_timeout. */
   close(): Promise<void>;
+  /** Applies a reloaded, validated config; resolves to what changed and what needs a restart. Throws (nothing applied) when it cannot. */
+  reload(next: Config): Promise<{ changed: string[]; restartNeeded: string[] }>;
+}
+
+/** How often [server] drain_file is looked for. */
+const DRAIN_FILE_CHECK_MS = 1_000;
+/** A readiness answer is reused this long (probes of several kubelets and balancers cost one check). */
+const READINESS_TTL_MS = 1_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The budget options of a config (the Evictor's). */
+function budgetOf(config: Config): ConstructorParameters<typeof Evictor>[1] {
+  return {
+    evictAt: config.cache.evictAt,
+    evictTo: config.cache.evictTo,
+    graceMs: config.cache.evictGraceMs,
+    evictLocal: config.cache.evictLocal,
+    ...(config.cache.maxSizeBytes === undefined ? {} : { maxBytes: config.cache.maxSizeBytes }),
+    ...(config.cache.minFreeBytes === undefined ? {} : { minFreeBytes: config.cache.minFreeBytes }),
+  };
+}
+
+/** The mirror's TLS certificate and key, read and checked as a pair; the error names the keys. */
+function readTls(config: Config): { cert: Buffer; key: Buffer } | undefined {
+  const { tlsCert, tlsKey } = config.server;
+  if (tlsCert === undefined || tlsKey === undefined) return undefined;
+  const tls = { cert: readFileSync(tlsCert), key: readFileSync(tlsKey) };
+  try {
+    createSecureContext(tls);
+  } catch (e) {
+    throw new Error(`server.tls_cert / server.tls_key (${tlsCert}, ${tlsKey}): not a usable certificate and key pair: ${(e as Error).message}`);
+  }
+  return tls;
 }
 
 /** Starts the mirror; resolves once it is listening. */
-export async function startServer(config: Config, log: Logger = createLogger(config.log.level)): Promise<RunningServer> {
+export async function startServer(config: Config, log: Logger = createLogger(config.log.level, undefined, config.log.format)): Promise<RunningServer> {
   const rt = await openRuntime(config, log, true);
-  const { meta, mirror, routing } = rt;
+  const { meta, mirror } = rt;
+  /** The configuration now: replaced by reload() (its restart-only keys keep their start-up values). */
+  let cfg = config;
   // [cache] pins: the config's list replaces the previous config's (pins from the CLI stay).
-  await meta.setConfigPins(config.cache.pins.map((p) => ({ repo: p.repo, reference: p.reference })));
-  const query = new ProvenanceQuery(meta, rt.provenance, routing);
-  const tls = config.server.tlsCert !== undefined && config.server.tlsKey !== undefined
-    ? { cert: readFileSync(config.server.tlsCert), key: readFileSync(config.server.tlsKey) }
-    : undefined;
+  await meta.setConfigPins(cfg.cache.pins.map((p) => ({ repo: p.repo, reference: p.reference })));
+  const query = new ProvenanceQuery(meta, rt.provenance, () => rt.routing);
+  const tls = readTls(cfg);
   // Where clients reach the mirror (token realms, repo digests): [server] external_url, else the
   // listener's own address once bound; never the client's Host header, which anyone can set and a
   // shared cache in front of the mirror would then serve to everyone (issue 14, defect 10).
-  let listenerAddress = formatListen(config.server.listen);
-  const external = config.server.externalUrl === undefined ? undefined : new URL(config.server.externalUrl);
-  const mirrorHost = (): string => external?.host ?? listenerAddress;
-  const baseUrl = (): string => config.server.externalUrl ?? `${tls === undefined ? 'http' : 'https'}://${listenerAddress}`;
-  const auth = config.auth === undefined ? undefined : new Authenticator(config.auth);
-  const cacheApi = { store: rt.store, meta, log, events: rt.events, resolve: (image: string) => cacheRef(config, image), graceMs: config.cache.evictGraceMs, ...(auth === undefined ? {} : { auth }) };
-  const admin = config.api.enabled ? createAdminApi(query, mirrorHost, cacheApi) : undefined;
+  let listenerAddress = formatListen(cfg.server.listen);
+  const mirrorHost = (): string => (cfg.server.externalUrl === undefined ? listenerAddress : new URL(cfg.server.externalUrl).host);
+  const baseUrl = (): string => cfg.server.externalUrl ?? `${tls === undefined ? 'http' : 'https'}://${listenerAddress}`;
+  const auth = cfg.auth === undefined ? undefined : new Authenticator(cfg.auth);
+  const cacheApi = { store: rt.store, meta, log, events: rt.events, resolve: (image: string) => cacheRef(cfg, image), graceMs: cfg.cache.evictGraceMs, ...(auth === undefined ? {} : { auth }) };
+  const admin = cfg.api.enabled ? createAdminApi(query, mirrorHost, cacheApi) : undefined;
   const uploads = await rt.uploads();
-  const localNamespaces = config.namespaces.filter((n) => n.registry === undefined).map((n) => n.name);
+  const localNamespaces = (): string[] => cfg.namespaces.filter((n) => n.registry === undefined).map((n) => n.name);
   const pusher = new Pusher({ store: rt.store, uploads, meta, log, localNamespaces });
   // The access log: one line per answered request, from the server's request events.
   const access = accessLogger(log);
   rt.events.on('request', (e) => {
-    const fields = { reqId: e.reqId, method: e.method, path: e.path, status: e.status, registry: e.registry, repo: e.repo, digest: e.digest, cache: e.cache, durationMs: e.durationMs, complete: e.complete };
+    const fields = { reqId: e.reqId, method: e.method, path: e.path, status: e.status, registry: e.registry, repo: e.repo, digest: e.digest, cache: e.cache, durationMs: Math.round(e.durationMs), complete: e.complete, ...(e.error === undefined ? {} : { err: e.error }) };
     if (e.status >= 500 || !e.complete) access.warn(fields, 'request');
     else access.info(fields, 'request');
   });
+  const metrics = cfg.metrics.enabled
+    ? new Metrics({ events: rt.events, fillStats: () => mirror.fillStats(), cacheObjects: () => meta.cacheObjects(), version: packageVersion() })
+    : undefined;
+
+  // ------------------------------------------------------------ readiness and draining
+  let shuttingDown = false;
+  /** Why /readyz fails on purpose: SIGTERM, the drain file; undefined while serving. */
+  let drainedBy: string | undefined;
+  let drainFilePresent = false;
+  let readinessCache: { at: number; report: Promise<ReadinessReport> } | undefined;
+  const checkReadiness = async (): Promise<ReadinessReport> => {
+    const checks: Record<string, string> = {};
+    checks.draining = drainedBy === undefined ? 'ok' : `draining: ${drainedBy}`;
+    checks.storage = await rt.store.probe().then(
+      () => 'ok',
+      (e: unknown) => `the blob store cannot take a write (${cfg.server.dataDir}): ${(e as Error).message}`,
+    );
+    checks.metadata = await meta.filesReconciled().then(
+      () => 'ok',
+      (e: unknown) => `the metadata store does not answer: ${(e as Error).message}`,
+    );
+    return { ready: Object.values(checks).every((v) => v === 'ok'), checks };
+  };
+  const readiness = (): Promise<ReadinessReport> => {
+    const now = Date.now();
+    if (readinessCache === undefined || now - readinessCache.at >= READINESS_TTL_MS) readinessCache = { at: now, report: checkReadiness() };
+    return readinessCache.report;
+  };
+  const setDrained = (by: string | undefined): void => {
+    drainedBy = by;
+    readinessCache = undefined;
+  };
+  const watchDrainFile = async (): Promise<void> => {
+    const file = cfg.server.drainFile;
+    const present = file === undefined ? false : await stat(file).then(() => true, () => false);
+    if (present === drainFilePresent || shuttingDown) return;
+    drainFilePresent = present;
+    if (present) {
+      log.warn({ drainFile: file }, 'drain file present: /readyz answers 503 (draining); requests are still served; remove the file to be ready again');
+      setDrained(`drain file ${file ?? ''} exists`);
+    } else {
+      log.info({ drainFile: file }, 'drain file gone: ready again');
+      setDrained(undefined);
+    }
+  };
+  const drainTimer = setInterval(() => void watchDrainFile().catch(() => undefined), DRAIN_FILE_CHECK_MS);
+  drainTimer.unref();
+  await watchDrainFile();
+  const ops: OpsDeps = { readiness, metricsPublic: cfg.metrics.public, ...(metrics === undefined ? {} : { metrics }), ...(auth === undefined ? {} : { auth }) };
+
   const app = createApp({
     events: rt.events,
     mirror,
-    routing,
+    routing: () => rt.routing,
     log,
     pusher,
     baseUrl,
+    ops,
     ...(auth === undefined ? {} : { auth }),
-    ...(admin !== undefined && config.api.listen === undefined ? { admin } : {}),
+    ...(admin !== undefined && cfg.api.listen === undefined ? { admin } : {}),
   });
   // Abandoned uploads are removed a while after their last write.
   const sweepUploads = (): void => {
-    pusher.sweepUploads(config.uploads.abandonAfterMs).then(
+    pusher.sweepUploads(cfg.uploads.abandonAfterMs).then(
       (n) => n > 0 && log.info({ removed: n }, 'removed abandoned uploads'),
       (e: unknown) => log.warn({ err: (e as Error).message }, 'upload sweep failed'),
     );
   };
-  const uploadTimer = setInterval(sweepUploads, Math.min(Math.max(config.uploads.abandonAfterMs / 4, 1_000), 10 * 60_000));
+  const uploadTimer = setInterval(sweepUploads, Math.min(Math.max(cfg.uploads.abandonAfterMs / 4, 1_000), 10 * 60_000));
   uploadTimer.unref();
   sweepUploads();
 
-  if (config.server.warmUp) {
+  if (cfg.server.warmUp) {
     await warmUp(rt.store).then(
       (r) => log.debug(r, 'warm-up fill done'),
       (e: unknown) => log.info({ err: (e as Error).message }, 'warm-up fill failed (only the first pull is slower)'),
@@ -82,8 +175,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     const s = serve(
       {
         fetch: nodeFetch(app),
-        hostname: config.server.listen.host,
-        port: config.server.listen.port,
+        hostname: cfg.server.listen.host,
+        port: cfg.server.listen.port,
         ...(tls === undefined ? {} : { createServer: createHttpsServer, serverOptions: tls }),
       },
       () => resolve(s),
@@ -94,22 +187,19 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   server.on('clientError', answerClientError);
   const addr = server.address() as AddressInfo;
   listenerAddress = formatListen({ host: addr.address, port: addr.port });
-  if (config.auth !== undefined && external === undefined && /^(0\.0\.0\.0|::)$/.test(addr.address)) {
+  if (cfg.auth !== undefined && cfg.server.externalUrl === undefined && /^(0\.0\.0\.0|::)$/.test(addr.address)) {
     log.warn({ listen: listenerAddress }, 'listening on every address with [auth] on but no [server] external_url: token realms name the wildcard address, which remote clients cannot reach; set external_url');
   }
   log.info(
-    { listen: `${addr.address}:${addr.port}`, port: addr.port, tls: tls !== undefined, dataDir: config.server.dataDir, registries: config.registries.map((r) => r.host), defaultRegistry: config.defaultRegistry },
+    { listen: `${addr.address}:${addr.port}`, port: addr.port, tls: tls !== undefined, dataDir: cfg.server.dataDir, registries: cfg.registries.map((r) => r.host), defaultRegistry: cfg.defaultRegistry, metrics: metrics !== undefined },
     'regmirror listening',
   );
-  let shuttingDown = false;
-  const evictor = new Evictor({ store: rt.store, meta, log, events: rt.events }, {
-    evictAt: config.cache.evictAt,
-    evictTo: config.cache.evictTo,
-    graceMs: config.cache.evictGraceMs,
-    evictLocal: config.cache.evictLocal,
-    ...(config.cache.maxSizeBytes === undefined ? {} : { maxBytes: config.cache.maxSizeBytes }),
-    ...(config.cache.minFreeBytes === undefined ? {} : { minFreeBytes: config.cache.minFreeBytes }),
-  });
+  const newEvictor = (c: Config): Evictor => new Evictor({ store: rt.store, meta, log, events: rt.events }, budgetOf(c));
+  let evictor = newEvictor(cfg);
+  const budgetOn = (c: Config): void => {
+    if (evictor.enabled) log.info({ maxSize: c.cache.maxSizeBytes, evictAt: c.cache.evictAt, evictTo: c.cache.evictTo, minFree: c.cache.minFreeBytes, evictGraceMs: c.cache.evictGraceMs }, 'cache budget on');
+  };
+  let indexed = false;
   // Reconciliation runs beside the budget (a row whose bytes are gone costs the evictor nothing);
   // the budget waits only for the blob references of an older cache to be indexed, without which
   // every blob would look unreferenced.
@@ -121,46 +211,121 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     else log.info(fields, 'start-up reconciliation: blobs and rows agree');
   })().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'start-up reconciliation failed'));
   void (async () => {
-    const indexed = await indexBlobRefs(rt.store, meta, () => shuttingDown);
-    if (indexed > 0) log.info({ manifests: indexed }, 'indexed the blob references of manifests recorded by an older version (cache lifecycle)');
+    const n = await indexBlobRefs(rt.store, meta, () => shuttingDown);
+    if (n > 0) log.info({ manifests: n }, 'indexed the blob references of manifests recorded by an older version (cache lifecycle)');
     if (shuttingDown) return;
-    if (evictor.enabled) {
-      log.info({ maxSize: config.cache.maxSizeBytes, evictAt: config.cache.evictAt, evictTo: config.cache.evictTo, minFree: config.cache.minFreeBytes, evictGraceMs: config.cache.evictGraceMs }, 'cache budget on');
-    }
+    indexed = true;
+    budgetOn(cfg);
     evictor.start();
   })().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'could not start the cache budget'));
 
-  // The provenance API on its own address, when configured so.
+  // The provenance API on its own address, when configured so (with /livez, /readyz, /metrics).
   let apiServer: ReturnType<typeof serve> | undefined;
-  if (admin !== undefined && config.api.listen !== undefined) {
-    const listen = config.api.listen;
-    apiServer = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-      const s = serve({ fetch: nodeFetch(admin), hostname: listen.host, port: listen.port }, () => resolve(s));
-      s.once('error', reject);
-    });
+  if (admin !== undefined && cfg.api.listen !== undefined) {
+    const listen = cfg.api.listen;
+    mountOps(admin, ops);
+    try {
+      apiServer = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+        const s = serve({ fetch: nodeFetch(admin), hostname: listen.host, port: listen.port }, () => resolve(s));
+        s.once('error', reject);
+      });
+    } catch (e) {
+      // The main listener is up: without this, the process would go on serving after saying it cannot start.
+      shuttingDown = true;
+      clearInterval(drainTimer);
+      clearInterval(uploadTimer);
+      await evictor.stop();
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      });
+      metrics?.close();
+      await rt.close();
+      throw e;
+    }
     const a = apiServer.address() as AddressInfo;
     log.info({ listen: `${a.address}:${a.port}`, apiPort: a.port }, 'provenance API listening');
   }
 
+  /** Stops taking connections on `s`, lets open ones finish until `deadline`, then cuts the rest. */
+  const closeListener = async (s: ReturnType<typeof serve>, deadline: number): Promise<void> => {
+    const http = s as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+    await new Promise<void>((r) => {
+      s.close(() => r());
+      http.closeIdleConnections?.();
+      // Idle keep-alive connections of clients between two requests are closed as they go idle.
+      const idle = setInterval(() => http.closeIdleConnections?.(), 250);
+      idle.unref();
+      setTimeout(() => {
+        clearInterval(idle);
+        http.closeAllConnections?.();
+      }, Math.max(deadline - Date.now(), 0)).unref();
+    });
+  };
+
   let closing: Promise<void> | undefined;
-  return {
+  const running: RunningServer = {
     port: addr.port,
     close: () => {
-      shuttingDown = true;
       closing ??= (async () => {
+        shuttingDown = true;
+        setDrained('shutting down (SIGTERM)');
+        clearInterval(drainTimer);
+        const { shutdownDelayMs, shutdownTimeoutMs } = cfg.server;
+        if (shutdownDelayMs > 0) {
+          log.info({ shutdownDelayMs }, 'draining: /readyz answers 503; requests are still served until the listener closes');
+          await sleep(shutdownDelayMs);
+        }
         clearInterval(uploadTimer);
-        await evictor.stop();
-        const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
-        await new Promise<void>((r) => {
-          server.close(() => r());
-          http.closeIdleConnections?.();
-          // Transfers still running after the grace period are cut (clients see a failed transfer and retry).
-          setTimeout(() => http.closeAllConnections?.(), 5_000).unref();
-        });
-        if (apiServer !== undefined) await new Promise((r) => apiServer?.close(r));
+        const deadline = Date.now() + shutdownTimeoutMs;
+        const open = await new Promise<number>((r) => server.getConnections((_e, n) => r(n ?? 0)));
+        log.info({ connections: open, shutdownTimeoutMs }, 'listener closed; waiting for in-flight transfers');
+        await Promise.all([evictor.stop(), closeListener(server, deadline), apiServer === undefined ? undefined : closeListener(apiServer, deadline)]);
+        metrics?.close();
         await rt.close();
       })();
       return closing;
     },
+    reload: async (next: Config) => {
+      const plan = reloadPlan(cfg, next);
+      const effective = plan.effective;
+      // Everything that can fail is read before anything is applied: a refused reload changes nothing.
+      const nextTls = tls === undefined ? undefined : readTls(effective);
+      await meta.setConfigPins(effective.cache.pins.map((p) => ({ repo: p.repo, reference: p.reference })));
+      const upstreams = rt.reconfigure(effective);
+      if (effective.auth !== undefined) auth?.update(effective.auth);
+      if (nextTls !== undefined) (server as unknown as HttpsServer).setSecureContext(nextTls);
+      log.level = effective.log.level;
+      access.level = effective.log.level;
+      ops.metricsPublic = effective.metrics.public;
+      const budgetChanged = JSON.stringify(budgetOf(cfg)) !== JSON.stringify(budgetOf(effective));
+      const old = cfg;
+      cfg = effective;
+      cacheApi.graceMs = effective.cache.evictGraceMs;
+      if (budgetChanged && !shuttingDown) {
+        await evictor.stop();
+        evictor = newEvictor(effective);
+        if (indexed) {
+          budgetOn(effective);
+          evictor.start();
+        }
+      }
+      if (old.server.drainFile !== effective.server.drainFile) {
+        drainFilePresent = false;
+        if (drainedBy?.startsWith('drain file') === true) setDrained(undefined);
+        await watchDrainFile();
+      }
+      const changed = [
+        ...upstreams.added.map((h) => `registry ${h} added`),
+        ...upstreams.changed.map((h) => `registry ${h} changed`),
+        ...upstreams.removed.map((h) => `registry ${h} removed`),
+        ...plan.changed,
+        ...(nextTls === undefined ? [] : [`server.tls_cert / tls_key re-read`]),
+      ];
+      readinessCache = undefined;
+      return { changed, restartNeeded: plan.restartNeeded };
+    },
   };
+  if (apiServer !== undefined) running.apiPort = (apiServer.address() as AddressInfo).port;
+  return running;
 }

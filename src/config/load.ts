@@ -10,7 +10,7 @@ import TOML from '@iarna/toml';
 import { parseDuration, parseSize } from './units.ts';
 import { canonicalRegistryHost, DOCKER_HUB, DOCKER_HUB_ENDPOINT } from './docker-hub.ts';
 import { ROLES, type AuthConfig, type AuthUser, type Role } from './types.ts';
-import type { Config, CredentialConfig, ListenAddress, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
+import type { Config, CredentialConfig, ListenAddress, LogLevel, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
 import { readDockerConfig } from './docker-config.ts';
 import { buildRoutingTable, referenceOf, routeImage } from '../routing/route.ts';
 
@@ -382,7 +382,13 @@ function readAuth(a: TableReader, env: NodeJS.ProcessEnv): AuthConfig {
   return { users, tokenTtlMs, anonymousLocalPull };
 }
 
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** A log level given outside the file (`--log-level`, `LOG_LEVEL`), checked; `source` names it in the error. */
+export function parseLogLevel(value: string, source: string): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(value)) throw new ConfigError(source, `"${value}" is not one of ${LOG_LEVELS.join(', ')}`);
+  return value as LogLevel;
+}
 
 /**
  * Validates a parsed TOML document into a Config.
@@ -403,6 +409,10 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   }
   const warmUp = server?.bool('warm_up') ?? true;
   const externalUrl = readExternalUrl(server);
+  const drainFile = server?.string('drain_file');
+  if (drainFile === '') throw new ConfigError(server?.key('drain_file') ?? 'server.drain_file', 'must not be empty (leave it out for no drain file)');
+  const shutdownDelayMs = server?.duration('shutdown_delay') ?? 0;
+  const shutdownTimeoutMs = server?.duration('shutdown_timeout') ?? 30_000;
   server?.done();
 
   const cache = root.table_('cache');
@@ -421,9 +431,17 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   upstream?.done();
 
   const log = root.table_('log');
-  const level = log?.string('level') ?? 'info';
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError(log?.key('level') ?? 'log.level', `"${level}" is not one of ${LOG_LEVELS.join(', ')}`);
+  // LOG_LEVEL in the environment wins over the file (a container's or unit's override).
+  const fileLevel = log?.string('level');
+  const level = env.LOG_LEVEL !== undefined && env.LOG_LEVEL !== '' ? parseLogLevel(env.LOG_LEVEL, 'LOG_LEVEL (environment)') : parseLogLevel(fileLevel ?? 'info', log?.key('level') ?? 'log.level');
+  const logFormat = log?.string('format') ?? 'json';
+  if (logFormat !== 'json' && logFormat !== 'text') throw new ConfigError(log?.key('format') ?? 'log.format', `"${logFormat}" is not json or text`);
   log?.done();
+
+  const metricsTable = root.table_('metrics');
+  const metrics = { enabled: metricsTable?.bool('enabled') ?? true, public: metricsTable?.bool('public') ?? false };
+  if (!metrics.enabled && metricsTable?.has('public') === true) throw new ConfigError(metricsTable.key('public'), 'has no effect with [metrics] enabled = false: remove one of the two');
+  metricsTable?.done();
 
   const apiTable = root.table_('api');
   const apiEnabled = apiTable?.bool('enabled') ?? true;
@@ -433,6 +451,9 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
 
   const authTable = root.table_('auth');
   const auth = authTable === undefined ? undefined : readAuth(authTable, env);
+  if (auth === undefined && metricsTable?.has('public') === true) {
+    throw new ConfigError(metricsTable.key('public'), 'has no effect without [auth]: /metrics is open to anyone when the mirror has no users (remove the key, or add [auth])');
+  }
   const uploadsTable = root.table_('uploads');
   const abandonAfterMs = uploadsTable?.duration('abandon_after') ?? 24 * 3600_000;
   uploadsTable?.done();
@@ -488,9 +509,10 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
 
   const config: Config = {
     defaultRegistry,
-    server: { listen, dataDir, warmUp },
+    server: { listen, dataDir, warmUp, shutdownDelayMs, shutdownTimeoutMs, ...(drainFile === undefined ? {} : { drainFile: resolve(baseDir, drainFile) }) },
     cache: { tagTtlMs, offline, memoryManifestBytes, directIo, ...budget, pins },
-    log: { level: level as Config['log']['level'] },
+    log: { level: level as Config['log']['level'], format: logFormat },
+    metrics,
     api: apiListen === undefined ? { enabled: apiEnabled } : { enabled: apiEnabled, listen: apiListen },
     registries,
     namespaces,

@@ -72,6 +72,8 @@ export interface AuthConfig {
   anonymousLocalPull: boolean;
 }
 
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
 export interface Config {
   /** Canonical host of the registry for paths with no host, ns or namespace; "" = none. */
   defaultRegistry: string;
@@ -84,6 +86,12 @@ export interface Config {
     warmUp: boolean;
     /** `scheme://host[:port]` clients reach the mirror at (token realms, repo digests); default: the listener's address. */
     externalUrl?: string;
+    /** While this file exists, /readyz answers 503 (draining) and the mirror goes on serving. */
+    drainFile?: string;
+    /** After SIGTERM: how long /readyz fails while requests are still taken (load balancers notice). */
+    shutdownDelayMs: number;
+    /** After that: how long in-flight transfers may take to finish before they are cut. */
+    shutdownTimeoutMs: number;
   };
   cache: {
     tagTtlMs: number;
@@ -106,7 +114,9 @@ export interface Config {
     /** Images the budget keeps ([cache] pins), resolved to repository + tag or digest. */
     pins: Array<{ image: string; repo: string; reference: string }>;
   };
-  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  log: { level: LogLevel; format: 'json' | 'text' };
+  /** `/metrics`: served at all, and open to anyone when [auth] is on. */
+  metrics: { enabled: boolean; public: boolean };
   /** The read-only provenance API: off, on the main listener (listen undefined), or on its own address. */
   api: { enabled: boolean; listen?: ListenAddress };
   registries: RegistryConfig[];

@@ -7,27 +7,46 @@
 /** How a response was served (the X-Regmirror-Cache header). */
 export type CacheResult = 'hit' | 'miss' | 'stale';
 
+/** The endpoint a request asked for (a bounded set: the metrics label requests by it). */
+export type RequestKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload' | 'ping' | 'token' | 'api' | 'metrics' | 'health' | 'other';
+
 export interface MirrorEvents {
   /** A manifest answered (GET or HEAD), by tag or digest. */
-  manifestServed: { registry: string; repo: string; digest: string; cache: CacheResult; at: number };
+  manifestServed: { registry: string; repo: string; digest: string; cache: CacheResult; at: number; /** Body bytes (0 for a HEAD). */ bytes: number };
   /** A blob answer started: `bytes` is what the response will carry (range length). */
   blobServed: { registry: string; repo: string; digest: string; cache: CacheResult; bytes: number };
   fillStarted: { registry: string; repo: string; digest: string; size: number | undefined };
   fillFinished: { registry: string; repo: string; digest: string; bytes: number; durationMs: number; outcome: 'stored' | 'failed' | 'relayed'; error?: string };
   /** One request to an upstream registry (the answer's head arrived, or it failed). */
-  upstreamRequest: { registry: string; method: string; kind: 'manifest' | 'blob' | 'tags' | 'token' | 'other'; status: number | undefined; durationMs: number; error?: string };
+  upstreamRequest: {
+    registry: string;
+    method: string;
+    kind: 'manifest' | 'blob' | 'tags' | 'token' | 'other';
+    status: number | undefined;
+    durationMs: number;
+    error?: string;
+    /** The answer's `ratelimit-remaining` (Docker Hub: `100;w=21600`), when it had one. */
+    rateLimitRemaining?: number;
+  };
+  /** A manifest or tag-list body read from an upstream (blob bytes are in fillFinished). */
+  upstreamBytes: { registry: string; kind: 'manifest' | 'tags'; bytes: number };
   /** One HTTP request answered by the mirror (fired when its response closed). */
   request: {
     reqId: string;
     method: string;
     path: string;
+    /** What was asked for: a registry API endpoint, the ping, the token endpoint, the mirror's API, or none. */
+    kind: RequestKind;
     status: number;
     registry: string | undefined;
     repo: string | undefined;
     digest: string | undefined;
     cache: CacheResult | undefined;
+    /** From the request's arrival to its response's close (fractional). */
     durationMs: number;
     complete: boolean;
+    /** The error code and message the client was answered with (undefined: not an error). */
+    error: string | undefined;
   };
   /** Content removed from the cache (room for the lifecycle work). */
   evicted: { digest: string; bytes: number; reason: string };

@@ -15,6 +15,7 @@ import { LRUCache } from 'lru-cache';
 import type {
   RemovedContent,
   CacheInventory,
+  CacheObjects,
   CachedObject,
   ChildManifest,
   ManifestEntry,
@@ -280,6 +281,10 @@ export class CachingMetaStore implements MetaStore {
 
   cacheBytes(): Promise<number> {
     return this.inner.cacheBytes();
+  }
+
+  cacheObjects(): Promise<CacheObjects> {
+    return this.inner.cacheObjects();
   }
 
   inventory(o?: { orphans?: boolean }): Promise<CacheInventory> {

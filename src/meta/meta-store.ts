@@ -132,6 +132,12 @@ export interface Pin {
 }
 
 /** Everything the cache lifecycle plans over, read in one pass. */
+/** Counts and bytes of the cache's rows, by kind. */
+export interface CacheObjects {
+  blobs: { count: number; bytes: number };
+  manifests: { count: number; bytes: number };
+}
+
 export interface CacheInventory {
   manifests: CachedManifest[];
   blobs: CachedObject[];
@@ -219,6 +225,8 @@ export interface MetaStore {
   // ------------------------------------------------------------- lifecycle
   /** Bytes of every blob and manifest row (what the byte budget counts). */
   cacheBytes(): Promise<number>;
+  /** How many blob and manifest rows there are and their bytes (the metrics' cache size series). */
+  cacheObjects(): Promise<CacheObjects>;
   /**
    * Every manifest, blob, tag, local digest and pin (the lifecycle's plan input). With
    * `{ orphans: false }`, `blobs` holds only blobs some manifest references: the byte budget reads

@@ -18,6 +18,7 @@ import type { Database as Db } from 'better-sqlite3';
 import type {
   RemovedContent,
   CacheInventory,
+  CacheObjects,
   CachedManifest,
   CachedObject,
   ChildManifest,
@@ -223,6 +224,9 @@ class SqliteTables {
       blobRead: db.prepare<[number, string]>('UPDATE blobs SET accessed_at = MAX(accessed_at, ?) WHERE digest = ?'),
       manifestBlob: db.prepare<[string, string]>('INSERT OR IGNORE INTO manifest_blobs (manifest, blob) VALUES (?, ?)'),
       cacheBytes: db.prepare<[], number>('SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs) + (SELECT COALESCE(SUM(size), 0) FROM manifests)').pluck(),
+      cacheObjects: db.prepare<[], { bc: number; bb: number; mc: number; mb: number }>(
+        'SELECT (SELECT COUNT(*) FROM blobs) AS bc, (SELECT COALESCE(SUM(size), 0) FROM blobs) AS bb, (SELECT COUNT(*) FROM manifests) AS mc, (SELECT COALESCE(SUM(size), 0) FROM manifests) AS mb',
+      ),
       invManifests: db.prepare<[string, number], { digest: string; size: number; created_at: number; accessed_at: number }>('SELECT digest, size, created_at, accessed_at FROM manifests WHERE digest > ? ORDER BY digest LIMIT ?'),
       invBlobs: db.prepare<[string, number], { digest: string; size: number; created_at: number; accessed_at: number }>('SELECT digest, size, created_at, accessed_at FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?'),
       invReferencedBlobs: db.prepare<[string, number], { digest: string; size: number; created_at: number; accessed_at: number }>(
@@ -394,6 +398,11 @@ class SqliteTables {
 
   cacheBytes(): number {
     return this.st.cacheBytes.get() as number;
+  }
+
+  cacheObjects(): CacheObjects {
+    const r = this.st.cacheObjects.get() as { bc: number; bb: number; mc: number; mb: number };
+    return { blobs: { count: r.bc, bytes: r.bb }, manifests: { count: r.mc, bytes: r.mb } };
   }
 
   /** One page of manifests or blobs after `after` (keyset paging: each page is a short statement). */
@@ -751,6 +760,11 @@ export class SqliteMetaStore implements MetaStore {
   async cacheBytes(): Promise<number> {
     await this.wait();
     return this.t.cacheBytes();
+  }
+
+  async cacheObjects(): Promise<CacheObjects> {
+    await this.wait();
+    return this.t.cacheObjects();
   }
 
   /**

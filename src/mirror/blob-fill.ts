@@ -57,6 +57,11 @@ export class BlobFill extends EventEmitter {
     return this.writer.bytesWritten;
   }
 
+  /** Readers following the fill now (the metrics' waiting readers). */
+  get readerCount(): number {
+    return this.readers.size;
+  }
+
   /** Called by the filler after each chunk it gave the writer. */
   progress(): void {
     this.emit('change');

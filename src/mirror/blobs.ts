@@ -25,6 +25,8 @@ const PREFETCH_CONFIG_MAX = 1024 * 1024;
 export class Blobs {
   /** digest → the one upstream download of it, and the repository it was fetched through. */
   private readonly fills = new Map<string, { repo: string; fill: Promise<BlobFill> }>();
+  /** Fills whose upstream answered and that are still downloading (fillStats). */
+  private readonly downloading = new Set<BlobFill>();
   /** Set by close(): no new background fills. */
   private closed = false;
   /** The cache disk was found full (noteDiskFull); cleared when roomFor sees room again. */
@@ -243,6 +245,7 @@ export class Blobs {
       throw storageUnavailable(e);
     }
     const fill = new BlobFill(writer, size);
+    this.downloading.add(fill);
     const registry = route.registry ?? 'local';
     if (ctx.events.has('fillStarted')) ctx.events.emit('fillStarted', { registry, repo: route.localRepo, digest: d.value, size });
     const log = ctx.log.child({ registry: route.registry, repo: route.upstreamRepo, digest: d.value });
@@ -256,6 +259,7 @@ export class Blobs {
         await writer.commit();
         await ctx.meta.putBlob(route.localRepo, d.value, writer.bytesWritten, ctx.now());
         this.fills.delete(d.value);
+        this.downloading.delete(fill);
         fill.commit();
         finished('stored');
         log.info({ bytes: writer.bytesWritten, durationMs: ctx.now() - started, cache: 'miss' }, 'blob cached');
@@ -263,6 +267,7 @@ export class Blobs {
         res.body.destroy();
         await writer.abort().catch(() => undefined);
         this.fills.delete(d.value);
+        this.downloading.delete(fill);
         let err: Error;
         if (e instanceof BlobVerifyError) err = e;
         else if (isStorageError(e)) {
@@ -276,6 +281,13 @@ export class Blobs {
       }
     })();
     return fill;
+  }
+
+  /** Fills downloading now and the clients following them. */
+  fillStats(): { fills: number; readers: number } {
+    let readers = 0;
+    for (const f of this.downloading) readers += f.readerCount;
+    return { fills: this.downloading.size, readers };
   }
 
   /** Waits for running fills (bounded); no new background fills start. */

@@ -74,7 +74,7 @@ export class Manifests {
     // Last use for the cache lifecycle (a miss was just recorded with the time).
     if (result.cache !== 'miss') this.ctx.meta.noteManifestRead(result.digest, this.ctx.now());
     if (events.has('manifestServed')) {
-      events.emit('manifestServed', { registry: route.registry ?? `local/${route.namespace ?? ''}`, repo: route.localRepo, digest: result.digest, cache: result.cache, at: this.ctx.now() });
+      events.emit('manifestServed', { registry: route.registry ?? `local/${route.namespace ?? ''}`, repo: route.localRepo, digest: result.digest, cache: result.cache, at: this.ctx.now(), bytes: headOnly ? 0 : result.size });
     }
     return result;
   }

@@ -33,6 +33,7 @@ export class Mirror {
   readonly events: EventStream;
   private readonly blobs: Blobs;
   private readonly manifests: Manifests;
+  private readonly ctx: MirrorContext;
 
   constructor(deps: MirrorDeps) {
     this.events = deps.events ?? new EventStream();
@@ -47,6 +48,7 @@ export class Mirror {
       errors: new UpstreamErrors(deps.upstreams, deps.log),
       descriptorSizes: new DescriptorSizes(),
     };
+    this.ctx = ctx;
     this.blobs = new Blobs(ctx);
     this.manifests = new Manifests(ctx, this.blobs);
   }
@@ -66,6 +68,20 @@ export class Mirror {
   /** Lists tags: the upstream's answer, or the cached tags marked stale when the upstream fails. */
   listTags(route: Route, query: string): Promise<TagsResult> {
     return this.manifests.listTags(route, query);
+  }
+
+  /**
+   * Takes a reloaded configuration (SIGHUP): offline mode and the default tag TTL apply to the
+   * next request. The upstream clients are the caller's map, updated in place; the manifest memory
+   * keeps its size until a restart.
+   */
+  reconfigure(config: Config): void {
+    this.ctx.config = config;
+  }
+
+  /** Blob fills downloading now and the clients following them (metrics). */
+  fillStats(): { fills: number; readers: number } {
+    return this.blobs.fillStats();
   }
 
   /** Waits for running fills (bounded); no new background fills start. */

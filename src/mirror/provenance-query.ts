@@ -56,8 +56,13 @@ export class ProvenanceQuery {
   constructor(
     private readonly meta: MetaStore,
     private readonly recorder: ProvenanceRecorder,
-    private readonly table: RoutingTable,
+    /** The routing table now (a reload may replace it). */
+    private readonly routing: () => RoutingTable,
   ) {}
+
+  private get table(): RoutingTable {
+    return this.routing();
+  }
 
   /** Every repo digest an image has: at the source and through each way of addressing the mirror. */
   repoDigests(registry: string, repository: string, digest: string, mirrorHost: string): string[] {

@@ -27,8 +27,8 @@ export interface PusherDeps {
   uploads: FsUploadStore;
   meta: MetaStore;
   log: Logger;
-  /** Configured local namespaces, for the error that tells a client where it may push. */
-  localNamespaces: readonly string[];
+  /** Configured local namespaces now (a reload may change them), for the error that tells a client where it may push. */
+  localNamespaces: () => readonly string[];
   now?: () => number;
 }
 
@@ -52,9 +52,10 @@ export class Pusher {
   /** Refuses writes outside local namespaces, naming where pushes go. */
   assertWritable(route: Route): void {
     if (route.registry === undefined) return;
-    const where = this.deps.localNamespaces.length === 0
+    const local = this.deps.localNamespaces();
+    const where = local.length === 0
       ? 'this mirror has no local namespace: add a [[namespace]] with a name and no registry to mirror.toml'
-      : `push into a local namespace instead (${this.deps.localNamespaces.map((n) => `/v2/${n}/...`).join(', ')})`;
+      : `push into a local namespace instead (${local.map((n) => `/v2/${n}/...`).join(', ')})`;
     throw new RegistryError('DENIED', `${route.registry} is mirrored read-only: its content must stay byte-identical to the upstream's; ${where}`, { detail: { registry: route.registry } });
   }
 

@@ -16,7 +16,7 @@ import { Hono, type Context } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import { RegistryError, renderErrorBody } from '../oci/index.ts';
 import type { ProvenanceQuery } from '../mirror/index.ts';
-import type { Authenticator } from './auth.ts';
+import { requireRole, type Authenticator } from './auth.ts';
 import type { RemovalDeps } from '../lifecycle/index.ts';
 import { collectGarbage, diskUsage, imageSummary, listImages, pinImage, removeImage, unpinImage, type CacheRef } from '../lifecycle/cache-admin.ts';
 
@@ -29,7 +29,7 @@ export interface CacheApiDeps extends RemovalDeps {
 
 const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
-function fail(err: unknown): Response {
+export function fail(err: unknown): Response {
   const e = err instanceof RegistryError ? err : new RegistryError('UNKNOWN', 'internal error; see the mirror log');
   return new Response(renderErrorBody(e), { status: e.status, headers: { ...JSON_HEADERS, ...(e.headers ?? {}) } });
 }
@@ -83,9 +83,7 @@ function mountCacheApi(api: Hono<{ Bindings: HttpBindings }>, deps: CacheApiDeps
       if (!changes) return;
       throw new RegistryError('DENIED', 'changing the cache over the API needs a user with the "admin" role: add [auth] with [[auth.user]] roles = ["admin"] to mirror.toml (or run regmirror cache ... on the mirror host)');
     }
-    const who = await deps.auth.identify(header);
-    if (who?.user === undefined) throw new RegistryError('UNAUTHORIZED', 'the cache API needs a mirror user with the "admin" role (Basic credentials or a token)', { headers: { 'WWW-Authenticate': 'Basic realm="regmirror"' } });
-    if (!who.user.roles.has('admin')) throw new RegistryError('DENIED', `user "${who.user.name}" lacks the "admin" role (its roles: ${[...who.user.roles].join(', ') || 'none'}; see [auth] in mirror.toml)`);
+    await requireRole(deps.auth, header, 'admin', 'the cache API');
   };
   const image = (v: string | undefined): CacheRef => {
     if (v === undefined || v === '') throw new RegistryError('BAD_REQUEST', 'name the image: ?image=gcr.io/foo/bar:1.0');

@@ -18,16 +18,20 @@ import { MAX_MANIFEST_BYTES, RegistryError, renderErrorBody } from '../oci/index
 import { routeRequest, type Route, type RoutingTable } from '../routing/index.ts';
 import type { Mirror, CacheResult } from '../mirror/index.ts';
 import type { Logger } from '../log/index.ts';
-import type { EventStream } from '../events/index.ts';
+import type { EventStream, RequestKind } from '../events/index.ts';
 import { parseRange } from './range.ts';
 import { LiteralCheckedRouter } from './router.ts';
 import { toRegistryError } from './errors.ts';
 import type { Pusher, UploadAnswer } from '../mirror/index.ts';
+import { mountOps, type OpsDeps } from './ops.ts';
 import { Authenticator, TOKEN_PATH, authorize, challenge, type Identity } from './auth.ts';
 
 export interface AppDeps {
   mirror: Mirror;
-  routing: RoutingTable;
+  /** The routing table now (a reload may replace it). */
+  routing: () => RoutingTable;
+  /** /livez, /readyz and /metrics (ops.ts), when this listener serves them. */
+  ops?: OpsDeps;
   log: Logger;
   /** Routes mounted ahead of the registry API (the provenance API), if served on this listener. */
   admin?: Hono<{ Bindings: HttpBindings }>;
@@ -90,10 +94,24 @@ interface RequestInfo {
   path: string;
   /** The query string with its `?`, or ''. */
   query: string;
+  kind: RequestKind;
   registry?: string;
   repo?: string;
   cache?: CacheResult;
   digest?: string;
+  /** What went wrong, for an answer with an error (the access log's cause). */
+  error?: string;
+}
+
+/** The kind of a request before routing (the registry routes refine `other` under /v2/). */
+function requestKind(path: string): RequestKind {
+  if (path === '/v2' || path === '/v2/') return 'ping';
+  if (path.startsWith('/v2/')) return 'other';
+  if (path === TOKEN_PATH) return 'token';
+  if (path.startsWith('/_regmirror/')) return 'api';
+  if (path === '/metrics') return 'metrics';
+  if (path === '/livez' || path === '/readyz') return 'health';
+  return 'other';
 }
 
 let requestCounter = 0;
@@ -132,7 +150,8 @@ function sendError(res: ServerResponse, err: RegistryError, head: boolean, extra
 
 /** Builds the hono app. */
 export function createApp(deps: AppDeps): Hono<Env> {
-  const { mirror, routing, log, events } = deps;
+  const { mirror, log, events } = deps;
+  const routing = deps.routing;
   // PatternRouter's expressions behind a literal check (router.ts): the default SmartRouter took
   // 8 µs a match here (its RegExpRouter refuses multi-segment `:name{.+}`, so it falls to the trie).
   const app = new Hono<Env>({ router: new LiteralCheckedRouter() });
@@ -161,12 +180,13 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const q = rawUrl.indexOf('?');
     const incomingId = req.headers['x-request-id'];
     const id = typeof incomingId === 'string' && /^[\w.-]{1,64}$/.test(incomingId) ? incomingId : `${REQUEST_ID_PREFIX}-${(++requestCounter).toString(36)}`;
-    const info: RequestInfo = { id, method: req.method ?? 'GET', path: q === -1 ? rawUrl : rawUrl.slice(0, q), query: q === -1 ? '' : rawUrl.slice(q) };
+    const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
+    const info: RequestInfo = { id, method: req.method ?? 'GET', path, query: q === -1 ? '' : rawUrl.slice(q), kind: requestKind(path) };
     c.set('info', info);
     res.setHeader('X-Request-Id', id);
     if (events.has('request')) {
       res.once('close', () => {
-        events.emit('request', { reqId: id, method: info.method, path: info.path, status: res.statusCode, registry: info.registry, repo: info.repo, digest: info.digest, cache: info.cache, durationMs: Math.round(performance.now() - started), complete: res.writableFinished });
+        events.emit('request', { reqId: id, method: info.method, path: info.path, kind: info.kind, status: res.statusCode, registry: info.registry, repo: info.repo, digest: info.digest, cache: info.cache, durationMs: performance.now() - started, complete: res.writableFinished, error: info.error });
       });
     }
     if (info.path !== '/v2' && !info.path.startsWith('/v2/')) return undefined;
@@ -195,7 +215,10 @@ export function createApp(deps: AppDeps): Hono<Env> {
     });
   }
   app.onError((e, c) => {
-    sendError(c.env.outgoing, toRegistryError(e, log, c.get('info')?.id), c.env.incoming.method === 'HEAD');
+    const info = c.get('info') as RequestInfo | undefined;
+    const err = toRegistryError(e, log, info?.id);
+    if (info !== undefined) info.error = `${err.code}: ${err.message}`;
+    sendError(c.env.outgoing, err, c.env.incoming.method === 'HEAD');
     return RESPONSE_ALREADY_SENT;
   });
   app.notFound(async (c) => {
@@ -206,11 +229,12 @@ export function createApp(deps: AppDeps): Hono<Env> {
       throw new RegistryError('NAME_UNKNOWN', `no such endpoint ${info.path.slice(0, 100)}: regmirror serves the registry API under /v2/`);
     }
     // A /v2 path no route took: the routing function says what is wrong with it, else the method.
-    const route = routeRequest(info.path, new URLSearchParams(info.query).get('ns') ?? undefined, routing);
+    const route = routeRequest(info.path, new URLSearchParams(info.query).get('ns') ?? undefined, routing());
     throw new RegistryError(route.kind === 'referrers' ? 'ENDPOINT_UNSUPPORTED' : 'UNSUPPORTED', `${info.method} is not supported on the ${route.kind} endpoint`);
   });
 
   if (deps.admin !== undefined) app.route('/', deps.admin);
+  if (deps.ops !== undefined) mountOps(app, deps.ops, (h) => handled(h as never) as never);
 
   // ------------------------------------------------------------ token
   if (auth !== undefined) {
@@ -239,9 +263,10 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const routeOf = (c: Ctx): { route: Route; params: URLSearchParams } => {
     const info = c.get('info');
     const params = new URLSearchParams(info.query);
-    const route = routeRequest(info.path, params.get('ns') ?? undefined, routing);
+    const route = routeRequest(info.path, params.get('ns') ?? undefined, routing());
     info.registry = route.registry ?? `local/${route.namespace ?? ''}`;
     info.repo = route.upstreamRepo;
+    info.kind = route.kind;
     return { route, params };
   };
   const scopeOf = (route: Route): string => (route.registry === undefined ? `${route.namespace ?? ''}/${route.upstreamRepo}` : route.upstreamRepo);
@@ -349,7 +374,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
         let fromRoute: Route | undefined;
         if (mount !== undefined && from !== undefined) {
           try {
-            const r = routeRequest(`/v2/${from}/blobs/${mount}`, undefined, routing);
+            const r = routeRequest(`/v2/${from}/blobs/${mount}`, undefined, routing());
             const readable = r.registry !== undefined || deps.auth?.anonymousLocalPull === true || identity.user?.roles.has('pull') === true;
             if (readable) fromRoute = r;
           } catch {
@@ -440,6 +465,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       if (e instanceof RegistryError && !res.headersSent) throw e;
       res.destroy();
       const err = e as NodeJS.ErrnoException;
+      info.error = err.message;
       if (err.code !== 'ERR_STREAM_PREMATURE_CLOSE') log.warn({ reqId: info.id, digest: blob.digest, err: err.message }, 'blob transfer failed');
     }
   }

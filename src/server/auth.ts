@@ -41,7 +41,17 @@ export class Authenticator {
   /** sha256(user:password) → checked ok: bcrypt costs ~50-100 ms, so each credential is checked once a while. */
   private readonly verified = new LRUCache<string, true>({ max: 1000, ttl: 5 * 60_000 });
 
-  constructor(private readonly config: AuthConfig) {}
+  constructor(private config: AuthConfig) {}
+
+  /**
+   * Takes a reloaded [auth] (SIGHUP): new users, roles and passwords apply to the next request;
+   * passwords checked under the old config are checked again; issued tokens stay valid for users
+   * that still exist (a token names its user, whose roles are looked up when it is used).
+   */
+  update(config: AuthConfig): void {
+    this.config = config;
+    this.verified.clear();
+  }
 
   get anonymousLocalPull(): boolean {
     return this.config.anonymousLocalPull;
@@ -110,6 +120,16 @@ export class Authenticator {
     const user = await this.checkPassword(basic.name, basic.password);
     return user === undefined ? undefined : { user };
   }
+}
+
+/**
+ * Checks that an Authorization header proves a user with `role` (the mirror's API and /metrics):
+ * throws UNAUTHORIZED (with a Basic challenge) without valid credentials, DENIED without the role.
+ */
+export async function requireRole(auth: Authenticator, header: string | undefined, role: Role, what: string): Promise<void> {
+  const who = await auth.identify(header);
+  if (who?.user === undefined) throw new RegistryError('UNAUTHORIZED', `${what} needs a mirror user with the "${role}" role (Basic credentials or a token)`, { headers: { 'WWW-Authenticate': 'Basic realm="regmirror"' } });
+  if (!who.user.roles.has(role)) throw new RegistryError('DENIED', `user "${who.user.name}" lacks the "${role}" role (its roles: ${[...who.user.roles].join(', ') || 'none'}; see [auth] in mirror.toml)`);
 }
 
 /** The challenge clients answer by fetching a token (with credentials when they have them). */

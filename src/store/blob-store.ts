@@ -109,6 +109,12 @@ export interface BlobStore {
   list(): AsyncIterable<string[]>;
   /** Bytes the store can still take (free disk space); undefined when it cannot tell (object storage). */
   freeBytes(): Promise<number | undefined>;
+  /**
+   * Checks that the store can take a new blob now (readiness): writes and removes a small
+   * temporary object. Resolves when it could; throws the cause (read-only or full filesystem,
+   * permissions, an unreachable bucket) when it could not. Never touches committed blobs.
+   */
+  probe(): Promise<void>;
   /** Ends this process's use of the store: its unfinished temporary data is removed. */
   close(): Promise<void>;
 }

@@ -242,6 +242,21 @@ export class FsBlobStore implements BlobStore {
     if (this.tmp !== '') await rm(this.tmp, { force: true, recursive: true });
   }
 
+  /** A write, a sync and a removal in this process's temp folder (the folder itself is made again if gone). */
+  async probe(): Promise<void> {
+    if (this.tmp === '') throw new Error('the blob store was not initialised (init)');
+    await mkdir(this.tmp, { recursive: true });
+    const path = `${this.tmp}/ready-probe`;
+    const fh = await open(path, 'w');
+    try {
+      await fh.write('ready');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rm(path, { force: true });
+  }
+
   /** Bytes an unprivileged writer may still put on the cache's filesystem (statfs). */
   async freeBytes(): Promise<number> {
     const st = await statfs(this.dataDir);

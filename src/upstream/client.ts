@@ -68,6 +68,12 @@ function contentLength(h: UpstreamResponse['headers']): number | undefined {
   return Number(v);
 }
 
+/** `ratelimit-remaining: 100;w=21600` (Docker Hub, IETF RateLimit fields): the count, else undefined. */
+export function rateLimitRemaining(v: string | undefined): number | undefined {
+  const m = v === undefined ? null : /^\s*(\d{1,12})\s*(?:;|$)/.exec(v);
+  return m === null ? undefined : Number(m[1]);
+}
+
 async function drain(body: Readable & { dump?: () => Promise<void> }): Promise<void> {
   try {
     if (typeof body.dump === 'function') await body.dump();
@@ -166,6 +172,7 @@ export class UpstreamClient {
       if (e instanceof UpstreamError) throw e;
       throw new UpstreamError('unavailable', `reading manifest body from ${this.registry.host} failed: ${(e as Error).message}`, undefined, undefined, { cause: e });
     }
+    this.reportBytes('manifest', total);
     const out: ManifestFetch = { body: Buffer.concat(chunks, total), url: res.url };
     const ct = header(res.headers, 'content-type');
     const dh = header(res.headers, 'docker-content-digest');
@@ -195,6 +202,7 @@ export class UpstreamClient {
     const res = await this.send('GET', repo, `tags/list${query}`, 'application/json');
     const chunks: Buffer[] = [];
     for await (const c of res.body) chunks.push(c as Buffer);
+    this.reportBytes('tags', chunks.reduce((n, c) => n + c.byteLength, 0));
     const link = header(res.headers, 'link');
     return link === undefined ? { body: Buffer.concat(chunks) } : { body: Buffer.concat(chunks), link };
   }
@@ -317,16 +325,23 @@ export class UpstreamClient {
   }
 
   /** Reports one upstream request on the event stream (when anyone listens). */
-  private report(kind: UpstreamRequestKind, method: string, status: number | undefined, started: number, error?: unknown): void {
+  private report(kind: UpstreamRequestKind, method: string, status: number | undefined, started: number, error?: unknown, headers?: UpstreamResponse['headers']): void {
     if (this.events === undefined || !this.events.has('upstreamRequest')) return;
+    const limit = headers === undefined ? undefined : rateLimitRemaining(header(headers, 'ratelimit-remaining'));
     this.events.emit('upstreamRequest', {
       registry: this.registry.host,
       method,
       kind,
       status,
-      durationMs: Math.round(performance.now() - started),
+      durationMs: performance.now() - started,
       ...(error === undefined ? {} : { error: (error as Error).message }),
+      ...(limit === undefined ? {} : { rateLimitRemaining: limit }),
     });
+  }
+
+  /** Reports a manifest or tag-list body read (when anyone listens). */
+  private reportBytes(kind: 'manifest' | 'tags', bytes: number): void {
+    if (this.events?.has('upstreamBytes') === true) this.events.emit('upstreamBytes', { registry: this.registry.host, kind, bytes });
   }
 
   private async tokenRequest(url: URL, method: 'GET' | 'POST', headers: Headers, body?: string): Promise<Dispatcher.ResponseData> {
@@ -376,7 +391,7 @@ export class UpstreamClient {
       const started = performance.now();
       try {
         res = await request(url, { method: m, headers: h, dispatcher: this.agent });
-        this.report(kind, m, res.statusCode, started);
+        this.report(kind, m, res.statusCode, started, undefined, res.headers);
       } catch (e) {
         this.report(kind, m, undefined, started, e);
         throw new UpstreamError('unavailable', `${this.registry.host} unreachable (${safeUrl(url)}): ${(e as Error).message}`, undefined, undefined, { cause: e });

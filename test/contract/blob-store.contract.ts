@@ -57,6 +57,14 @@ export function blobStoreContract(name: string, make: () => Promise<BlobStoreFix
     assert.deepEqual(listed, []);
   });
 
+  withStore('probe (readiness) writes and removes only a temporary object: nothing is listed after it', async (s) => {
+    await s.probe();
+    await s.probe();
+    const listed: string[] = [];
+    for await (const page of s.list()) listed.push(...page);
+    assert.deepEqual(listed, []);
+  });
+
   withStore('a blob is visible only after commit, then byte for byte through read, open, stream and sendTo', async (s) => {
     const content = bytes(300_000, 1);
     const d = digestOf(content);

@@ -214,13 +214,14 @@ export function metaStoreContract(name: string, make: () => Promise<MetaStoreFix
     assert.equal(await meta.filesReconciled(), true);
   });
 
-  withMeta('lifecycle: inventory with blob references and children, last use from reads, cacheBytes', async ({ meta }) => {
+  withMeta('lifecycle: inventory with blob references and children, last use from reads, cacheBytes, cacheObjects', async ({ meta }) => {
     await meta.putBlob('gcr.io/a', D(11), 1000, 100);
     await meta.putBlob('gcr.io/a', D(12), 2000, 100);
     await meta.putManifest(entry('gcr.io/a', D(10), [D(11), D(12)]), 100);
     await meta.putManifest(entry('gcr.io/a', D(20), [D(10)], [{ digest: D(10) }]), 100);
     await meta.putTag('gcr.io/a', 'v1', D(20), 100);
     assert.equal(await meta.cacheBytes(), 1000 + 2000 + 123 + 123);
+    assert.deepEqual(await meta.cacheObjects(), { blobs: { count: 2, bytes: 3000 }, manifests: { count: 2, bytes: 246 } });
     meta.noteManifestRead(D(10), 500);
     meta.noteBlobRead(D(11), 1000, 700);
     await meta.flushReads();

@@ -176,3 +176,28 @@ test('[cache] budget keys: values and defaults reach the config (each one is rea
   const d = parse(REG).cache;
   assert.deepEqual({ at: d.evictAt, to: d.evictTo, grace: d.evictGraceMs, local: d.evictLocal, minFree: d.minFreeBytes, max: d.maxSizeBytes, pins: d.pins }, { at: 0.9, to: 0.8, grace: 300_000, local: false, minFree: undefined, max: undefined, pins: [] });
 });
+
+test('operations keys: drain file, shutdown delay and timeout, metrics, log format; LOG_LEVEL overrides [log] level', () => {
+  const c = parse(`${REG}[server]\ndrain_file = "drain"\nshutdown_delay = "5s"\nshutdown_timeout = "2m"\n[log]\nformat = "text"\nlevel = "warn"\n[metrics]\nenabled = true\n`);
+  assert.equal(c.server.drainFile, join(dir, 'drain'));
+  assert.equal(c.server.shutdownDelayMs, 5_000);
+  assert.equal(c.server.shutdownTimeoutMs, 120_000);
+  assert.deepEqual(c.log, { level: 'warn', format: 'text' });
+  assert.deepEqual(c.metrics, { enabled: true, public: false });
+  const d = parse(REG);
+  assert.equal(d.server.drainFile, undefined);
+  assert.equal(d.server.shutdownDelayMs, 0);
+  assert.equal(d.server.shutdownTimeoutMs, 30_000);
+  assert.deepEqual(d.log, { level: 'info', format: 'json' });
+  assert.equal(parse(`${REG}[log]\nlevel = "warn"\n`, { LOG_LEVEL: 'debug' }).log.level, 'debug');
+  rejects(REG, 'LOG_LEVEL (environment)', /"loud" is not one of fatal, error/, { LOG_LEVEL: 'loud' });
+  rejects(`${REG}[log]\nformat = "pretty"\n`, 'log.format', /not json or text/);
+  rejects(`${REG}[server]\nshutdown_timeout = "soon"\n`, 'server.shutdown_timeout', /not a duration/);
+  rejects(`${REG}[server]\ndrain_file = ""\n`, 'server.drain_file', /must not be empty/);
+  // Keys that would do nothing are refused.
+  rejects(`${REG}[metrics]\npublic = true\n`, 'metrics.public', /no effect without \[auth\]/);
+  rejects(`${REG}[metrics]\nenabled = false\npublic = true\n`, 'metrics.public', /no effect with \[metrics\] enabled = false/);
+  rejects(`${REG}[metrics]\nport = 9000\n`, 'metrics.port', /unknown key/);
+  const withAuth = parse(`${REG}[metrics]\npublic = true\n[auth]\n[[auth.user]]\nname = "ops"\npassword_hash = "$2y$05$abcdefghijklmnopqrstuuKq4nNcBGQ2v4Q0S3LcDcWb1Qq1dKl1a"\nroles = ["admin"]\n`);
+  assert.equal(withAuth.metrics.public, true);
+});

@@ -44,3 +44,21 @@ test('the access logger writes to the same destination, level and line format as
     assert.match(String(l?.time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   }
 });
+
+test('[log] format = "text": one readable line per entry, secrets still censored, errors with their message', () => {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk.toString());
+      cb();
+    },
+  });
+  const log = createLogger('info', stream, 'text');
+  log.info({ registry: 'gcr.io', bytes: 12, headers: { authorization: 'Bearer s3cret' }, note: 'two words' }, 'blob cached');
+  accessLogger(log).warn({ status: 502, err: 'UNAVAILABLE: gcr.io unreachable' }, 'request');
+  const lines = chunks.join('').trimEnd().split('\n');
+  assert.equal(lines.length, 2);
+  assert.match(lines[0] ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  blob cached registry=gcr\.io bytes=12 headers=\{"authorization":"\[redacted\]"\} note="two words"$/);
+  assert.match(lines[1] ?? '', / WARN  request status=502 err="UNAVAILABLE: gcr.io unreachable"$/);
+  assert.equal(chunks.join('').includes('s3cret'), false);
+});
