@@ -2,8 +2,10 @@
 // Builds dist/ with tsc (tsconfig.build.json) only when it is missing or older than a source file,
 // so `npm start` starts at once on a current build, and `npm ci` (prepare) builds a fresh clone.
 // TypeScript is a production dependency for this one step: `npm ci --omit=dev` on a clone must
-// still be able to build; nothing is compiled when the server starts.
-import { existsSync, readdirSync, statSync } from 'node:fs';
+// still be able to build; nothing is compiled when the server starts. The build here emits without
+// type checking (--noCheck: a production install has no @types packages); `npm run build` and
+// `npm test` check types.
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { createRequire } from 'node:module';
@@ -34,5 +36,8 @@ try {
   process.stderr.write('regmirror: dist/ is missing or older than src/, and TypeScript is not installed: run `npm ci` (it installs typescript and builds)\n');
   process.exit(1);
 }
-process.stderr.write('regmirror: building dist/ (tsc -p tsconfig.build.json)\n');
-execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit', cwd: root });
+// tsconfig.build.json without `types` (a production install has no @types/node to name).
+const config = join(root, 'node_modules', '.regmirror-tsconfig.build.json');
+writeFileSync(config, JSON.stringify({ extends: join(root, 'tsconfig.build.json'), compilerOptions: { types: [] } }));
+process.stderr.write('regmirror: building dist/ (tsc -p tsconfig.build.json --noCheck)\n');
+execFileSync(process.execPath, [tsc, '-p', config, '--noCheck'], { stdio: 'inherit', cwd: root });

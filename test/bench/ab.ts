@@ -8,7 +8,9 @@
  * `skopeo copy` of a 64 MiB image through a fresh mirror, cold then warm. Medians per build; the
  * order of the two builds flips every round. Run the same build on both sides first to see the noise.
  * AB_ONLY=<text> measures only the manifest figures whose label has it (e.g. `HEAD by digest`).
- * AB_PIN=1 pins the mirror to CPU 0 and hey to CPU 1. AB_COPIES_ONLY=1 skips the manifest figures, AB_MANIFESTS_ONLY=1 the copies; AB_NODE_ARGS adds node options to both mirrors
+ * AB_PIN=1 pins the mirror to CPU 0 and hey to CPU 1. AB_OLD_TOML / AB_NEW_TOML add config to one side
+ * (the same build on both sides with a setting off and on: pass the same bin twice as OLD and NEW
+ * with different paths, e.g. bin/regmirror.js and ./bin/regmirror.js). AB_COPIES_ONLY=1 skips the manifest figures, AB_MANIFESTS_ONLY=1 the copies; AB_NODE_ARGS adds node options to both mirrors
  * (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
  */
 import { mkdtempSync, writeFileSync, readFileSync, openSync, closeSync, rmSync } from 'node:fs';
@@ -34,7 +36,10 @@ const work = mkdtempSync(join(tmpdir(), 'regmirror-ab-'));
 
 async function start(bin: string, upstream: string): Promise<{ url: string; child: ChildProcess }> {
   const dir = mkdtempSync(join(work, 'mirror-'));
-  writeFileSync(join(dir, 'mirror.toml'), `default_registry = "gcr.io"\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[cache]\ntag_ttl = "1h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream}"\n`);
+  // AB_OLD_TOML / AB_NEW_TOML: top-level tables added to that side's mirror.toml (the same build
+  // with a setting on and off, e.g. AB_OLD_TOML=$'[metrics]\nenabled = false').
+  const extra = (bin === oldBin ? process.env.AB_OLD_TOML : process.env.AB_NEW_TOML) ?? '';
+  writeFileSync(join(dir, 'mirror.toml'), `default_registry = "gcr.io"\n[server]\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n[cache]\ntag_ttl = "1h"\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream}"\n${extra}\n`);
   const log = join(dir, 'log');
   const fd = openSync(log, 'a');
   const args = [process.execPath, '--max-semi-space-size=4', ...(process.env.AB_NODE_ARGS ?? '').split(' ').filter(Boolean), bin, 'serve', '--config', join(dir, 'mirror.toml')];

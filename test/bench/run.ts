@@ -13,6 +13,8 @@
  *   8. cache lifecycle on that cache (lifecycle.ts): `cache gc` (dry run, then real, beside the time
  *      to unlink as many files on this disk) and an eviction sweep of half of it while 64 connections
  *      GET a pinned tag at a fixed load, p99 beside the same load on a quiet mirror (req/s, peak RSS)
+ *   9. warm manifest GET / HEAD by tag with [metrics] on and off, same build, alternating rounds
+ *      (BENCH_METRICS_ROUNDS, default 4): the cost of the metrics
  * Prints one table with both proxies, the ratio and the target, and writes it as JSON and markdown
  * to bench-results/. BENCH_SECONDS sets each load phase's length (default 5).
  */
@@ -267,6 +269,39 @@ async function main(): Promise<void> {
     row('warm 256 MiB blob, 16 clients', 'GB/s', wr['blob 16'] ?? null, wd['blob 16'] ?? null, { text: '>= 1.0x', pass: (wr['blob 16'] ?? 0) >= (wd['blob 16'] ?? Infinity) });
     row('20 concurrent cold pulls of large, wall time', 's', wr.wall ?? null, wd.wall ?? null, { text: '<= 5 s', pass: (wr.wall ?? Infinity) <= 5 }, false);
     row('20 concurrent cold pulls, upstream GETs of the 256 MiB layer', 'count', wr.fetches ?? null, wd.fetches ?? null, { text: '= 1', pass: wr.fetches === 1 }, false);
+
+    // ---------------------------------------------------------------- 9. metrics on vs off (regmirror)
+    console.log('9. warm manifests with /metrics on and off (same build, alternating rounds)');
+    const sides = await Promise.all([true, false].map(async (on) => {
+      const dir = join(work, `metrics-${on ? 'on' : 'off'}`);
+      mkdirSync(dir, { recursive: true });
+      const m = await startMirror(dir, mirrorToml(`[metrics]\nenabled = ${on}\n[[registry]]\nhost = "gcr.io"\nendpoint = "${upstream.url}"\n`, 'gcr.io'));
+      await timedCopy(`docker://${m.hostPort}/bench/small:v1`, false);
+      return { on, m, rps: { GET: [] as number[], HEAD: [] as number[] } };
+    }));
+    try {
+      const metricsRounds = Number(process.env.BENCH_METRICS_ROUNDS ?? 4);
+      for (let round = 0; round < metricsRounds; round++) {
+        for (const side of round % 2 === 0 ? sides : [...sides].reverse()) {
+          for (const method of ['GET', 'HEAD'] as const) {
+            const r = await hey(`${side.m.url}/v2/bench/small/manifests/v1`, method, SECONDS, 64, { Accept: ACCEPT });
+            if (r.other > 0 || r.ok === 0) throw new Error(`metrics ${side.on ? 'on' : 'off'} ${method}: ${r.ok} ok, ${r.other} other`);
+            side.rps[method].push(r.rps);
+          }
+        }
+      }
+      const [on, off] = sides;
+      if (on !== undefined && off !== undefined) {
+        if (!(await (await fetch(`${on.m.url}/metrics`)).text()).includes('regmirror_http_requests_total{')) throw new Error('metrics on: no request series');
+        for (const method of ['GET', 'HEAD'] as const) {
+          const a = median(on.rps[method]);
+          const b = median(off.rps[method]);
+          row(`warm manifest ${method} by tag with /metrics on (off: ${b.toFixed(0)} req/s; median of ${on.rps[method].length})`, 'req/s', a, null, { text: '>= 0.97x off', pass: a >= 0.97 * b }, false);
+        }
+      }
+    } finally {
+      await Promise.all(sides.map((x) => x.m.stop()));
+    }
 
     // ---------------------------------------------------------------- 7. metadata scale (regmirror)
     console.log('7. metadata scale: 100k blobs, 20k tags');

@@ -9,14 +9,16 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRegistry, type RegistryProcess } from '../helpers/registry-process.ts';
-import { BIN, startMirror, mirrorToml, type MirrorProcess } from '../helpers/mirror-process.ts';
+import { BIN, ROOT, startMirror, mirrorToml, type MirrorProcess } from '../helpers/mirror-process.ts';
 import { makeImage, pushBlob, pushImage, randomBytesFor, sha256, type Image } from '../helpers/fixtures.ts';
 import { freePort, waitFor } from '../helpers/net.ts';
+import { issueCert, makeCa } from '../helpers/pki.ts';
 
 const HOST = 'ops.example';
 
@@ -58,7 +60,16 @@ function pausedGet(url: string): Promise<{ res: IncomingMessage; finish: () => P
   });
 }
 
-/** Waits for the mirror process to exit; its exit code. */
+/** Sends SIGHUP to the mirror and waits for its reload line; the line. */
+async function sighup(m: MirrorProcess): Promise<string> {
+  const count = (): number => (m.logText().match(/"msg":"configuration reload/g) ?? []).length;
+  const before = count();
+  process.kill(m.pid, 'SIGHUP');
+  await waitFor('the reload to be logged', () => count() > before, 10_000, 50);
+  return m.logText().split('\n').filter((l) => l.includes('"msg":"configuration reload')).at(-1) ?? '';
+}
+
+/** Waits for the mirror process to exit. */
 function exitOf(pid: number, timeoutMs: number): Promise<void> {
   return waitFor(`process ${pid} to exit`, () => {
     try {
@@ -153,6 +164,16 @@ describe('operations: metrics, health, drain, reload', { timeout: 600_000 }, () 
       const allowed = /^(|ops\.example|blob|manifest|tags|ping|health|metrics|other|hit|miss|stale|stored|failed|relayed|GET|HEAD|\d{3}|error|[\d.]+|\+Inf|\d+\.\d+\.\d+)$/;
       for (const v of values) assert.match(v, allowed, `label value ${v}`);
       assert.equal((await get(`${m.url}/metrics`, {}, 'POST')).status, 405);
+      // The Grafana dashboard in the repository asks only for series this /metrics has.
+      const dashboard = JSON.parse(readFileSync(join(ROOT, 'packaging/grafana/regmirror-dashboard.json'), 'utf8')) as { panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
+      const families = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((x) => x[1]));
+      for (const panel of dashboard.panels) {
+        for (const t of panel.targets) {
+          for (const [name] of t.expr.matchAll(/\b(?:regmirror|process|nodejs)_[a-z0-9_]+/g)) {
+            assert.ok(families.has(name) || families.has(name.replace(/_bucket$/, '')), `dashboard panel "${panel.title}" asks for ${name}, which /metrics does not have`);
+          }
+        }
+      }
     } finally {
       await m.stop();
     }
@@ -213,13 +234,7 @@ describe('operations: metrics, health, drain, reload', { timeout: 600_000 }, () 
         mirrorToml(`${users}[[registry]]\nhost = "secret.example"\nendpoint = "${secret.url}"\nusername = "robot"\npassword_file = "${pw}"\n${extra}`);
       const m = await startMirror(dir, config(pwFile));
       const toml = join(dir, 'mirror.toml');
-      const reloads = (): number => (m.logText().match(/"msg":"configuration reload/g) ?? []).length;
-      const hup = async (): Promise<string> => {
-        const before = reloads();
-        process.kill(m.pid, 'SIGHUP');
-        await waitFor('the reload to be logged', () => reloads() > before, 10_000, 50);
-        return m.logText().split('\n').filter((l) => l.includes('"msg":"configuration reload')).at(-1) ?? '';
-      };
+      const hup = (): Promise<string> => sighup(m);
       const manifest = (repo: string, tag: string, im: Image) => get(`${m.url}/v2/${repo}/manifests/${tag}`, { accept: im.manifest.mediaType });
       try {
         assert.equal((await manifest('secret.example/team/secret', 'v1', v1)).status, 200);
@@ -279,6 +294,47 @@ describe('operations: metrics, health, drain, reload', { timeout: 600_000 }, () 
       }
     } finally {
       await secret.stop();
+    }
+  });
+
+  test('SIGHUP takes a renewed TLS certificate: new connections get it, an open one goes on; a broken key is refused', async () => {
+    const dir = mkdtempSync(join(work, 'tls-'));
+    const ca = makeCa(dir, 'ca');
+    const first = issueCert(ca, dir, 'first', 'server');
+    const second = issueCert(ca, dir, 'second', 'server');
+    copyFileSync(first.cert, join(dir, 'tls.crt'));
+    copyFileSync(first.key, join(dir, 'tls.key'));
+    const m = await startMirror(dir, mirrorToml(registryToml(upstream.url)).replace('data_dir = "data"\n', 'data_dir = "data"\ntls_cert = "tls.crt"\ntls_key = "tls.key"\n'));
+    const caPem = readFileSync(ca.cert);
+    const connectTls = (): Promise<TLSSocket> => new Promise((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: m.port, ca: caPem }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const cn = (s: TLSSocket): string => String(s.getPeerCertificate().subject.CN);
+    /** One HTTP/1.1 request on an open TLS connection; the status line. */
+    const ask = (s: TLSSocket): Promise<string> => new Promise((resolve) => {
+      s.once('data', (d: Buffer) => resolve(d.toString().split('\r\n')[0] ?? ''));
+      s.write('GET /livez HTTP/1.1\r\nHost: mirror\r\n\r\n');
+    });
+    const hup = (): Promise<string> => sighup(m);
+    try {
+      const open = await connectTls();
+      assert.equal(cn(open), 'first');
+      copyFileSync(second.cert, join(dir, 'tls.crt'));
+      copyFileSync(second.key, join(dir, 'tls.key'));
+      assert.match(await hup(), /server\.tls_cert \/ tls_key re-read/);
+      const renewed = await connectTls();
+      assert.equal(cn(renewed), 'second');
+      renewed.destroy();
+      assert.equal(await ask(open), 'HTTP/1.1 200 OK', 'a connection opened before the reload goes on');
+      open.destroy();
+      writeFileSync(join(dir, 'tls.key'), 'not a key\n');
+      assert.match(await hup(), /reload refused, the running configuration stays: server\.tls_cert \/ server\.tls_key .*not a usable certificate and key pair/);
+      const after = await connectTls();
+      assert.equal(cn(after), 'second');
+      after.destroy();
+    } finally {
+      await m.stop();
     }
   });
 

@@ -12,7 +12,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +23,7 @@ import { startMirror, mirrorToml, BIN, type MirrorProcess } from '../helpers/mir
 import { makeImage, pushImage, sha256, type Image } from '../helpers/fixtures.ts';
 import { skopeo } from '../helpers/skopeo.ts';
 import { waitFor } from '../helpers/net.ts';
+import { startContainerd, type Containerd } from '../helpers/containerd.ts';
 
 const run = promisify(execFile);
 
@@ -44,7 +45,7 @@ describe('runtimes through the generated client configuration (network namespace
   let work: string;
   let upstream: RegistryProcess;
   let mirror: MirrorProcess;
-  let containerd: ChildProcess;
+  let containerd: Containerd | undefined;
   let sock: string;
   const images: Record<string, Image> = {};
 
@@ -63,24 +64,12 @@ describe('runtimes through the generated client configuration (network namespace
       ),
     );
     // containerd as root with its own root, state and socket.
-    const dir = join(work, 'containerd');
-    mkdirSync(dir);
-    sock = join(dir, 'containerd.sock');
-    writeFileSync(
-      join(dir, 'config.toml'),
-      `version = 2\nroot = "${dir}/root"\nstate = "${dir}/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "${sock}"\n`,
-    );
-    containerd = spawn('containerd', ['--config', join(dir, 'config.toml')], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let exited: number | null | undefined;
-    containerd.once('close', (c) => (exited = c));
-    await waitFor('containerd to listen', () => {
-      if (exited !== undefined) throw new Error(`containerd exited with ${exited}`);
-      return existsSync(sock);
-    }, 30_000);
+    containerd = await startContainerd(join(work, 'containerd'));
+    sock = containerd.sock;
   });
 
   after(async () => {
-    containerd?.kill('SIGTERM');
+    containerd?.stop();
     await mirror?.stop();
     await upstream?.stop();
   });
