@@ -288,7 +288,13 @@ describe('operations: metrics, health, drain, reload', { timeout: 600_000 }, () 
         writeFileSync(toml, config(pw2, registryToml(upstream.url, 'public.example')).replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:1"'));
         assert.match(await hup(), /keep their running values until a restart: server\.listen/);
         assert.equal((await get(`${m.url}/livez`)).status, 200);
-        assert.equal(m.logText().includes('second-Pw-2') || m.logText().includes('first-Pw-1') || m.logText().includes('ops-Pw-9'), false, 'no password in the log');
+
+        // The mirror's own users: a rotated password applies at once, the old one stops working.
+        writeFileSync(toml, config(pw2, registryToml(upstream.url, 'public.example')).replace('"ops-Pw-9"', '"ops-Pw-10"'));
+        assert.match(await hup(), /configuration reloaded: \[auth\] users"/);
+        assert.equal((await get(`${m.url}/metrics`, asOps)).status, 401);
+        assert.equal((await get(`${m.url}/metrics`, { authorization: `Basic ${Buffer.from('ops:ops-Pw-10').toString('base64')}` })).status, 200);
+        assert.equal(/second-Pw-2|first-Pw-1|ops-Pw-9|ops-Pw-10/.test(m.logText()), false, 'no password in the log');
       } finally {
         await m.stop();
       }
@@ -333,6 +339,27 @@ describe('operations: metrics, health, drain, reload', { timeout: 600_000 }, () 
       const after = await connectTls();
       assert.equal(cn(after), 'second');
       after.destroy();
+    } finally {
+      await m.stop();
+    }
+  });
+
+  test('with [api] listen, /livez, /readyz and /metrics answer on both listeners', async () => {
+    const dir = mkdtempSync(join(work, 'api-'));
+    const m = await startMirror(dir, mirrorToml(`[api]\nlisten = "127.0.0.1:0"\n${registryToml(upstream.url)}`));
+    try {
+      let apiPort = 0;
+      await waitFor('the API listener', () => {
+        apiPort = Number(/"apiPort":(\d+)/.exec(m.logText())?.[1] ?? 0);
+        return apiPort > 0;
+      });
+      for (const base of [m.url, `http://127.0.0.1:${apiPort}`]) {
+        assert.equal((await get(`${base}/livez`)).status, 200, base);
+        assert.equal((await get(`${base}/readyz`)).status, 200, base);
+        const metrics = await get(`${base}/metrics`);
+        assert.equal(metrics.status, 200, base);
+        assert.match(metrics.body.toString(), /^regmirror_build_info\{/m);
+      }
     } finally {
       await m.stop();
     }
