@@ -14,13 +14,26 @@ import type { Config, CredentialConfig, ListenAddress, LogLevel, NamespaceConfig
 import { readDockerConfig } from './docker-config.ts';
 import { buildRoutingTable, referenceOf, routeImage } from '../routing/route.ts';
 
-/** A configuration problem; `keyPath` names the offending key. */
+/**
+ * A configuration problem; `keyPath` names the offending key. A file with several problems gives
+ * one ConfigError listing them all (`problems`, in file order; `keyPath` is the first's).
+ */
 export class ConfigError extends Error {
   readonly keyPath: string;
-  constructor(keyPath: string, reason: string) {
-    super(keyPath === '' ? reason : `${keyPath}: ${reason}`);
+  readonly problems: readonly ConfigError[];
+  constructor(keyPath: string, reason: string, problems?: readonly ConfigError[]) {
+    super(keyPath === '' || problems !== undefined ? reason : `${keyPath}: ${reason}`);
     this.name = 'ConfigError';
     this.keyPath = keyPath;
+    this.problems = problems ?? [this];
+  }
+
+  /** One error for `problems`: the problem itself when there is one, else a list of them. */
+  static all(problems: readonly ConfigError[]): ConfigError {
+    const [first] = problems;
+    if (first === undefined) throw new Error('ConfigError.all needs a problem');
+    if (problems.length === 1) return first;
+    return new ConfigError(first.keyPath, `${problems.length} problems:\n${problems.map((p) => `  - ${p.message}`).join('\n')}`, problems);
   }
 }
 
@@ -116,14 +129,16 @@ class TableReader {
     return v.map((t, i) => new TableReader(t as Table, `${this.key(name)}[${i}]`, this.baseDir));
   }
 
-  /** Throws on the first key that was never read: unknown keys stop start-up. */
+  /** Throws on the keys that were never read (all of them, in one ConfigError): unknown keys stop start-up. */
   done(): void {
+    const unknown: ConfigError[] = [];
     for (const k of Object.keys(this.table)) {
       if (this.seen.has(k)) continue;
       const near = [...this.seen].find((known) => editDistance(known, k) <= 2);
       const hint = near === undefined ? '' : `; did you mean "${near}"?`;
-      throw new ConfigError(this.key(k), `unknown key${hint} (see mirror.toml.example for the keys regmirror understands)`);
+      unknown.push(new ConfigError(this.key(k), `unknown key${hint} (see mirror.toml.example for the keys regmirror understands)`));
     }
+    if (unknown.length > 0) throw ConfigError.all(unknown);
   }
 }
 
@@ -396,122 +411,151 @@ export function parseLogLevel(value: string, source: string): LogLevel {
  * Throws ConfigError naming the first bad key.
  */
 export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessEnv = process.env): Config {
+  // Every problem is collected (a value that fails is replaced by its default so the rest can be
+  // checked) and all are reported at once, each naming its key.
+  const problems: ConfigError[] = [];
+  const ok = <T>(fn: () => T, fallback: T): T => {
+    try {
+      return fn();
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      problems.push(...e.problems);
+      return fallback;
+    }
+  };
+  const problem = (keyPath: string, reason: string): void => {
+    problems.push(new ConfigError(keyPath, reason));
+  };
   const root = new TableReader(doc, '', baseDir);
-  const defaultRegistryRaw = root.string('default_registry') ?? DOCKER_HUB;
+  const defaultRegistryRaw = ok(() => root.string('default_registry'), undefined) ?? DOCKER_HUB;
 
-  const server = root.table_('server');
-  const listen = parseListen(server?.key('listen') ?? 'server.listen', server?.string('listen') ?? '127.0.0.1:5000');
-  const dataDir = resolve(baseDir, server?.string('data_dir') ?? './data');
-  const tlsCert = server?.file('tls_cert', true);
-  const tlsKey = server?.file('tls_key', true);
-  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
-    throw new ConfigError(server?.key(tlsCert === undefined ? 'tls_cert' : 'tls_key') ?? 'server', 'tls_cert and tls_key go together');
+  const server = ok(() => root.table_('server'), undefined);
+  const listen = ok(() => parseListen(server?.key('listen') ?? 'server.listen', server?.string('listen') ?? '127.0.0.1:5000'), { host: '127.0.0.1', port: 5000 });
+  const dataDir = resolve(baseDir, ok(() => server?.string('data_dir'), undefined) ?? './data');
+  const tlsCert = ok(() => server?.file('tls_cert', true), undefined);
+  const tlsKey = ok(() => server?.file('tls_key', true), undefined);
+  if (server !== undefined && server.has('tls_cert') !== server.has('tls_key')) {
+    problem(server.key(server.has('tls_cert') ? 'tls_key' : 'tls_cert'), 'tls_cert and tls_key go together');
   }
-  const warmUp = server?.bool('warm_up') ?? true;
-  const externalUrl = readExternalUrl(server);
-  const drainFile = server?.string('drain_file');
-  if (drainFile === '') throw new ConfigError(server?.key('drain_file') ?? 'server.drain_file', 'must not be empty (leave it out for no drain file)');
-  const shutdownDelayMs = server?.duration('shutdown_delay') ?? 0;
-  const shutdownTimeoutMs = server?.duration('shutdown_timeout') ?? 30_000;
-  server?.done();
+  const warmUp = ok(() => server?.bool('warm_up'), undefined) ?? true;
+  const externalUrl = ok(() => readExternalUrl(server), undefined);
+  const drainFile = ok(() => server?.string('drain_file'), undefined);
+  if (drainFile === '') problem(server?.key('drain_file') ?? 'server.drain_file', 'must not be empty (leave it out for no drain file)');
+  const shutdownDelayMs = ok(() => server?.duration('shutdown_delay'), undefined) ?? 0;
+  const shutdownTimeoutMs = ok(() => server?.duration('shutdown_timeout'), undefined) ?? 30_000;
+  ok(() => server?.done(), undefined);
 
-  const cache = root.table_('cache');
-  const tagTtlMs = cache?.duration('tag_ttl') ?? 10 * 60_000;
-  const maxSizeBytes = cache?.size('max_size');
-  const offline = cache?.bool('offline') ?? false;
-  const memoryManifestBytes = cache?.size('memory_manifest_bytes') ?? 64 * 1024 * 1024;
-  const directIo = cache?.bool('direct_io') ?? true;
-  const budget = readBudget(cache, maxSizeBytes);
-  const pinsRaw = cache?.strings('pins') ?? [];
+  const cache = ok(() => root.table_('cache'), undefined);
+  const tagTtlMs = ok(() => cache?.duration('tag_ttl'), undefined) ?? 10 * 60_000;
+  const maxSizeBytes = ok(() => cache?.size('max_size'), undefined);
+  const offline = ok(() => cache?.bool('offline'), undefined) ?? false;
+  const memoryManifestBytes = ok(() => cache?.size('memory_manifest_bytes'), undefined) ?? 64 * 1024 * 1024;
+  const directIo = ok(() => cache?.bool('direct_io'), undefined) ?? true;
+  const budget = ok(() => readBudget(cache, maxSizeBytes), { evictAt: 0.9, evictTo: 0.8, evictGraceMs: 5 * 60_000, evictLocal: false });
+  const pinsRaw = ok(() => cache?.strings('pins'), undefined) ?? [];
   const pinsKey = cache?.key('pins') ?? 'cache.pins';
-  cache?.done();
+  ok(() => cache?.done(), undefined);
 
-  const upstream = root.table_('upstream');
-  const timeouts = readTimeouts(upstream, { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000 });
-  upstream?.done();
+  const upstream = ok(() => root.table_('upstream'), undefined);
+  const timeouts = ok(() => readTimeouts(upstream, { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000 }), { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000 });
+  ok(() => upstream?.done(), undefined);
 
-  const log = root.table_('log');
+  const log = ok(() => root.table_('log'), undefined);
   // LOG_LEVEL in the environment wins over the file (a container's or unit's override).
-  const fileLevel = log?.string('level');
-  const level = env.LOG_LEVEL !== undefined && env.LOG_LEVEL !== '' ? parseLogLevel(env.LOG_LEVEL, 'LOG_LEVEL (environment)') : parseLogLevel(fileLevel ?? 'info', log?.key('level') ?? 'log.level');
-  const logFormat = log?.string('format') ?? 'json';
-  if (logFormat !== 'json' && logFormat !== 'text') throw new ConfigError(log?.key('format') ?? 'log.format', `"${logFormat}" is not json or text`);
-  log?.done();
+  const fileLevel = ok(() => log?.string('level'), undefined);
+  const level = ok(() => (env.LOG_LEVEL !== undefined && env.LOG_LEVEL !== '' ? parseLogLevel(env.LOG_LEVEL, 'LOG_LEVEL (environment)') : parseLogLevel(fileLevel ?? 'info', log?.key('level') ?? 'log.level')), 'info' as LogLevel);
+  const logFormatRaw = ok(() => log?.string('format'), undefined) ?? 'json';
+  if (logFormatRaw !== 'json' && logFormatRaw !== 'text') problem(log?.key('format') ?? 'log.format', `"${logFormatRaw}" is not json or text`);
+  const logFormat = logFormatRaw === 'text' ? 'text' : 'json';
+  ok(() => log?.done(), undefined);
 
-  const metricsTable = root.table_('metrics');
-  const metrics = { enabled: metricsTable?.bool('enabled') ?? true, public: metricsTable?.bool('public') ?? false };
-  if (!metrics.enabled && metricsTable?.has('public') === true) throw new ConfigError(metricsTable.key('public'), 'has no effect with [metrics] enabled = false: remove one of the two');
-  metricsTable?.done();
+  const metricsTable = ok(() => root.table_('metrics'), undefined);
+  const metrics = { enabled: ok(() => metricsTable?.bool('enabled'), undefined) ?? true, public: ok(() => metricsTable?.bool('public'), undefined) ?? false };
+  if (!metrics.enabled && metricsTable?.has('public') === true) problem(metricsTable.key('public'), 'has no effect with [metrics] enabled = false: remove one of the two');
+  ok(() => metricsTable?.done(), undefined);
 
-  const apiTable = root.table_('api');
-  const apiEnabled = apiTable?.bool('enabled') ?? true;
-  const apiListenRaw = apiTable?.string('listen');
-  const apiListen = apiListenRaw === undefined || apiListenRaw === '' ? undefined : parseListen(apiTable?.key('listen') ?? 'api.listen', apiListenRaw);
-  apiTable?.done();
+  const apiTable = ok(() => root.table_('api'), undefined);
+  const apiEnabled = ok(() => apiTable?.bool('enabled'), undefined) ?? true;
+  const apiListenRaw = ok(() => apiTable?.string('listen'), undefined);
+  const apiListen = apiListenRaw === undefined || apiListenRaw === '' ? undefined : ok(() => parseListen(apiTable?.key('listen') ?? 'api.listen', apiListenRaw), undefined);
+  ok(() => apiTable?.done(), undefined);
 
-  const authTable = root.table_('auth');
-  const auth = authTable === undefined ? undefined : readAuth(authTable, env);
-  if (auth === undefined && metricsTable?.has('public') === true) {
-    throw new ConfigError(metricsTable.key('public'), 'has no effect without [auth]: /metrics is open to anyone when the mirror has no users (remove the key, or add [auth])');
+  const authTable = ok(() => root.table_('auth'), undefined);
+  const auth = authTable === undefined ? undefined : ok(() => readAuth(authTable, env), undefined);
+  if (authTable === undefined && metricsTable?.has('public') === true && metrics.enabled) {
+    problem(metricsTable.key('public'), 'has no effect without [auth]: /metrics is open to anyone when the mirror has no users (remove the key, or add [auth])');
   }
-  const uploadsTable = root.table_('uploads');
-  const abandonAfterMs = uploadsTable?.duration('abandon_after') ?? 24 * 3600_000;
-  uploadsTable?.done();
+  const uploadsTable = ok(() => root.table_('uploads'), undefined);
+  const abandonAfterMs = ok(() => uploadsTable?.duration('abandon_after'), undefined) ?? 24 * 3600_000;
+  ok(() => uploadsTable?.done(), undefined);
 
-  const registries = root.tables('registry').map((r) => readRegistry(r, { tagTtlMs, timeouts, offline }, env));
+  const registries = ok(() => root.tables('registry'), []).flatMap((r) => {
+    const reg = ok(() => readRegistry(r, { tagTtlMs, timeouts, offline }, env), undefined);
+    return reg === undefined ? [] : [reg];
+  });
   const hosts = new Set<string>();
   registries.forEach((reg, i) => {
-    if (hosts.has(reg.host)) throw new ConfigError(`registry[${i}].host`, `"${reg.host}" is configured twice`);
+    if (hosts.has(reg.host)) problem(`registry[${i}].host`, `"${reg.host}" is configured twice`);
     hosts.add(reg.host);
   });
+  // Hosts of [[registry]] tables that failed still count, so their namespaces are not reported too.
+  for (const r of ok(() => root.tables('registry'), [])) {
+    const host = ok(() => r.string('host'), undefined);
+    if (host !== undefined) hosts.add(ok(() => canonicalRegistryHost(host), host));
+  }
 
-  const namespaces: NamespaceConfig[] = root.tables('namespace').map((n) => {
-    const name = n.string('name');
-    if (name === undefined) throw new ConfigError(n.key('name'), 'is required');
-    if (!/^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/.test(name) || name === 'v2' || name.startsWith('_')) {
-      throw new ConfigError(n.key('name'), `"${name}" is not a valid namespace: one path component of lower-case letters, digits and . _ - (not "v2")`);
-    }
-    const regRaw = n.string('registry');
-    n.done();
-    const ns: NamespaceConfig = { name };
-    if (regRaw !== undefined) {
-      const registry = canonicalRegistryHost(regRaw);
-      if (!hosts.has(registry)) throw new ConfigError(n.key('registry'), `"${regRaw}" is not a configured [[registry]] host (${[...hosts].join(', ') || 'none'})`);
-      ns.registry = registry;
-    }
-    return ns;
+  const namespaces: NamespaceConfig[] = ok(() => root.tables('namespace'), []).flatMap((n) => {
+    const ns = ok((): NamespaceConfig => {
+      const name = n.string('name');
+      if (name === undefined) throw new ConfigError(n.key('name'), 'is required');
+      if (!/^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/.test(name) || name === 'v2' || name.startsWith('_')) {
+        throw new ConfigError(n.key('name'), `"${name}" is not a valid namespace: one path component of lower-case letters, digits and . _ - (not "v2")`);
+      }
+      const regRaw = n.string('registry');
+      n.done();
+      const out: NamespaceConfig = { name };
+      if (regRaw !== undefined) {
+        const registry = canonicalRegistryHost(regRaw);
+        if (!hosts.has(registry)) throw new ConfigError(n.key('registry'), `"${regRaw}" is not a configured [[registry]] host (${[...hosts].join(', ') || 'none'})`);
+        out.registry = registry;
+      }
+      return out;
+    }, undefined);
+    return ns === undefined ? [] : [ns];
   });
   const nsNames = new Set<string>();
   namespaces.forEach((ns, i) => {
-    if (nsNames.has(ns.name)) throw new ConfigError(`namespace[${i}].name`, `"${ns.name}" is configured twice`);
+    if (nsNames.has(ns.name)) problem(`namespace[${i}].name`, `"${ns.name}" is configured twice`);
     nsNames.add(ns.name);
   });
 
-  const defaultRegistry = defaultRegistryRaw === '' ? '' : canonicalRegistryHost(defaultRegistryRaw);
+  const defaultRegistry = defaultRegistryRaw === '' ? '' : ok(() => canonicalRegistryHost(defaultRegistryRaw), defaultRegistryRaw);
   if (defaultRegistry !== '' && !hosts.has(defaultRegistry)) {
-    throw new ConfigError(
+    problem(
       'default_registry',
       `"${defaultRegistryRaw}" is not a configured [[registry]] host (${[...hosts].join(', ') || 'none'}): add a [[registry]] for it, or set default_registry = "" to refuse paths without a registry`,
     );
   }
-  root.done();
+  ok(() => root.done(), undefined);
 
   // Pins name images as clients pull them; resolved with the routing these tables define.
-  const table = buildRoutingTable(registries.map((r) => r.host), namespaces, defaultRegistry);
-  const pins = pinsRaw.map((image, i) => {
+  const table = buildRoutingTable(registries.map((r) => r.host), namespaces, problems.length === 0 ? defaultRegistry : '');
+  const pins = problems.length > 0 ? [] : pinsRaw.flatMap((image, i) => {
     try {
       const r = routeImage(image, table);
-      return { image, repo: r.route.localRepo, reference: referenceOf(r) };
+      return [{ image, repo: r.route.localRepo, reference: referenceOf(r) }];
     } catch (e) {
-      throw new ConfigError(`${pinsKey}[${i}]`, `"${image}": ${(e as Error).message} (pins name images as they are pulled, e.g. "gcr.io/distroless/static:nonroot")`);
+      problem(`${pinsKey}[${i}]`, `"${image}": ${(e as Error).message} (pins name images as they are pulled, e.g. "gcr.io/distroless/static:nonroot")`);
+      return [];
     }
   });
+  if (problems.length > 0) throw ConfigError.all(problems);
 
   const config: Config = {
     defaultRegistry,
     server: { listen, dataDir, warmUp, shutdownDelayMs, shutdownTimeoutMs, ...(drainFile === undefined ? {} : { drainFile: resolve(baseDir, drainFile) }) },
     cache: { tagTtlMs, offline, memoryManifestBytes, directIo, ...budget, pins },
-    log: { level: level as Config['log']['level'], format: logFormat },
+    log: { level, format: logFormat },
     metrics,
     api: apiListen === undefined ? { enabled: apiEnabled } : { enabled: apiEnabled, listen: apiListen },
     registries,

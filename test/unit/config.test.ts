@@ -201,3 +201,17 @@ test('operations keys: drain file, shutdown delay and timeout, metrics, log form
   const withAuth = parse(`${REG}[metrics]\npublic = true\n[auth]\n[[auth.user]]\nname = "ops"\npassword_hash = "$2y$05$abcdefghijklmnopqrstuuKq4nNcBGQ2v4Q0S3LcDcWb1Qq1dKl1a"\nroles = ["admin"]\n`);
   assert.equal(withAuth.metrics.public, true);
 });
+
+test('every problem of a file is reported at once, each naming its key, in file order', () => {
+  const toml = `default_registry = "nowhere.example"\n[server]\nlisten = "nope"\nbogus = 1\n[cache]\nmax_size = "lots"\n[log]\nformat = "pretty"\n[[registry]]\nhost = "docker.io"\nca_file = "/no/such/ca.pem"\n[[namespace]]\nname = "Bad Name"\n`;
+  assert.throws(() => parse(toml), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.deepEqual(e.problems.map((p) => p.keyPath), ['server.listen', 'server.bogus', 'cache.max_size', 'log.format', 'registry[0].ca_file', 'namespace[0].name', 'default_registry']);
+    assert.equal(e.keyPath, 'server.listen');
+    assert.match(e.message, /^7 problems:\n  - server\.listen: /);
+    assert.match(e.message, /\n  - registry\[0\]\.ca_file: no such file: \/no\/such\/ca\.pem/);
+    return true;
+  });
+  // One problem is reported as itself.
+  rejects(`${REG}[server]\nbogus = 1\n`, 'server.bogus', /^server\.bogus: unknown key/);
+});
