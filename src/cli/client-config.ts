@@ -122,7 +122,13 @@ function containerd(config: Config, o: ClientConfigOptions, base: string): Clien
   return { files, notes };
 }
 
-function docker(o: ClientConfigOptions, u: URL, base: string): ClientConfig {
+function docker(config: Config, o: ClientConfigOptions, u: URL, base: string): ClientConfig {
+  // dockerd sends Docker Hub pulls to a registry mirror as paths without a registry name
+  // (/v2/library/nginx/...), which the mirror routes to its default registry: anything else there
+  // would be served to Docker as Docker Hub content.
+  if (config.defaultRegistry !== DOCKER_HUB) {
+    throw new Error(`Docker's registry-mirrors sends Docker Hub pulls (docker pull nginx) as /v2/library/nginx/..., without a registry name, and this mirror routes such paths to ${config.defaultRegistry === '' ? 'no registry (default_registry = "")' : `"${config.defaultRegistry}" (default_registry)`}: Docker would get the wrong content or none. Set default_registry = "docker.io" with a [[registry]] for docker.io, or pull by the mirror's name (docker pull ${u.host}/gcr.io/...)`);
+  }
   const daemon: Record<string, unknown> = { 'registry-mirrors': [base] };
   if (u.protocol === 'http:') daemon['insecure-registries'] = [u.host];
   const notes = [
@@ -206,7 +212,7 @@ export function clientConfig(config: Config, runtime: Runtime, o: ClientConfigOp
     case 'containerd':
       return containerd(config, o, base);
     case 'docker':
-      return docker(o, u, base);
+      return docker(config, o, u, base);
     case 'registries-conf':
       return registriesConf(config, o, u);
     case 'gdc':

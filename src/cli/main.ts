@@ -231,15 +231,25 @@ function configCommand(config: Config, runtime: string, o: Partial<ClientConfigO
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  for (const f of generated.files) {
-    if (o.out !== undefined) {
+  // stdout carries exactly what the runtime reads (`> daemon.json` works); what it is and where it
+  // goes, and the notes, go to stderr.
+  const files = generated.files;
+  if (o.out !== undefined) {
+    for (const f of files) {
       const target = join(o.out, f.path);
       mkdirSync(dirname(target), { recursive: true });
       writeFileSync(target, f.content);
-      process.stdout.write(`wrote ${target}  (install to ${f.installTo})\n`);
-    } else {
-      process.stdout.write(`# ==> ${f.path}  (install to ${f.installTo})\n${f.content}\n`);
+      process.stderr.write(`wrote ${target}  (install to ${f.installTo})\n`);
     }
+  } else if (files.length === 1 || runtime === 'openshift') {
+    // One file, or YAML documents (OpenShift: oc apply -f - takes them as one stream).
+    for (const f of files) process.stderr.write(`${f.path}: install to ${f.installTo}\n`);
+    process.stdout.write(files.map((f) => f.content).join('---\n'));
+  } else {
+    // Several files (containerd: one hosts.toml per registry) cannot be one file: each is shown
+    // under a TOML comment naming it; --out DIR writes them where they go.
+    process.stderr.write(`${files.length} files: use --out DIR to write them; shown here one after another\n`);
+    for (const f of files) process.stdout.write(`# ==> ${f.path}  (install to ${f.installTo})\n${f.content}\n`);
   }
   for (const n of generated.notes) process.stderr.write(`note: ${n}\n`);
   return 0;

@@ -187,6 +187,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   server.on('clientError', answerClientError);
   const addr = server.address() as AddressInfo;
   listenerAddress = formatListen({ host: addr.address, port: addr.port });
+  if (/^(0\.0\.0\.0|::)$/.test(addr.address)) {
+    log.warn({ listen: listenerAddress }, `listening on every network interface (server.listen = "${formatListen(cfg.server.listen)}"): other machines can pull through this mirror; set server.listen = "127.0.0.1:${addr.port}" to keep it on this machine`);
+  }
   if (cfg.auth !== undefined && cfg.server.externalUrl === undefined && /^(0\.0\.0\.0|::)$/.test(addr.address)) {
     log.warn({ listen: listenerAddress }, 'listening on every address with [auth] on but no [server] external_url: token realms name the wildcard address, which remote clients cannot reach; set external_url');
   }

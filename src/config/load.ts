@@ -3,6 +3,7 @@
  * Every problem is a ConfigError naming the key path (`registry[1].ca_file: no such file`);
  * values of secret keys are never echoed.
  */
+import { createSecureContext } from 'node:tls';
 import { readFileSync, existsSync, statSync, accessSync, constants } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -199,7 +200,10 @@ function readEndpoint(r: TableReader, host: string): string {
     throw new ConfigError(r.key('endpoint'), 'must not carry credentials: use username / password_env / password_file');
   }
   if (url.search !== '' || url.hash !== '') throw new ConfigError(r.key('endpoint'), 'must not have a query or fragment');
-  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+  if (url.pathname !== '/' && url.pathname !== '') {
+    throw new ConfigError(r.key('endpoint'), `"${raw}" has a path (${url.pathname}): give the registry's base URL, "${url.origin}"; the mirror adds /v2/... itself`);
+  }
+  return url.origin;
 }
 
 /**
@@ -231,6 +235,30 @@ function readTimeouts(r: TableReader | undefined, base: TimeoutsConfig): Timeout
   };
 }
 
+/**
+ * A PEM file that must hold certificates (`ca_file`, `client_cert`, `tls_cert`) or a private key
+ * (`client_key`, `tls_key`): a key given as a certificate (or the reverse) is refused naming the key,
+ * instead of failing later inside TLS with an OpenSSL code.
+ */
+function pemFile(r: TableReader, name: string, kind: 'certificate' | 'key'): string | undefined {
+  const path = r.file(name, true);
+  if (path === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(path, 'latin1');
+  } catch (e) {
+    throw new ConfigError(r.key(name), `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  const hasCert = text.includes('-----BEGIN CERTIFICATE-----');
+  const hasKey = /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text);
+  if (kind === 'certificate' && !hasCert) {
+    throw new ConfigError(r.key(name), hasKey ? `${path} holds a private key, not a certificate (a PEM "BEGIN CERTIFICATE" block)` : `${path} holds no PEM certificate ("-----BEGIN CERTIFICATE-----")`);
+  }
+  if (kind === 'certificate' && hasKey) throw new ConfigError(r.key(name), `${path} holds a private key beside the certificate: give the certificate alone (keys go in their own file)`);
+  if (kind === 'key' && !hasKey) throw new ConfigError(r.key(name), hasCert ? `${path} holds a certificate, not a private key` : `${path} holds no PEM private key ("-----BEGIN ... PRIVATE KEY-----")`);
+  return path;
+}
+
 function readRegistry(r: TableReader, defaults: { tagTtlMs: number; timeouts: TimeoutsConfig; offline: boolean }, env: NodeJS.ProcessEnv): RegistryConfig {
   const rawHost = r.string('host');
   if (rawHost === undefined) throw new ConfigError(r.key('host'), 'is required (the registry name clients use, e.g. "gcr.io")');
@@ -242,9 +270,9 @@ function readRegistry(r: TableReader, defaults: { tagTtlMs: number; timeouts: Ti
   const timeouts = readTimeouts(r, defaults.timeouts);
 
   const auth = readCredentials(r, host, env);
-  const caFile = r.file('ca_file', true);
-  const clientCert = r.file('client_cert', true);
-  const clientKey = r.file('client_key', true);
+  const caFile = pemFile(r, 'ca_file', 'certificate');
+  const clientCert = pemFile(r, 'client_cert', 'certificate');
+  const clientKey = pemFile(r, 'client_key', 'key');
   if ((clientCert === undefined) !== (clientKey === undefined)) {
     throw new ConfigError(r.key(clientCert === undefined ? 'client_cert' : 'client_key'), 'client_cert and client_key go together');
   }
@@ -432,8 +460,17 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   const server = ok(() => root.table_('server'), undefined);
   const listen = ok(() => parseListen(server?.key('listen') ?? 'server.listen', server?.string('listen') ?? '127.0.0.1:5000'), { host: '127.0.0.1', port: 5000 });
   const dataDir = resolve(baseDir, ok(() => server?.string('data_dir'), undefined) ?? './data');
-  const tlsCert = ok(() => server?.file('tls_cert', true), undefined);
-  const tlsKey = ok(() => server?.file('tls_key', true), undefined);
+  const tlsCert = ok(() => (server === undefined ? undefined : pemFile(server, 'tls_cert', 'certificate')), undefined);
+  const tlsKey = ok(() => (server === undefined ? undefined : pemFile(server, 'tls_key', 'key')), undefined);
+  if (server !== undefined && tlsCert !== undefined && tlsKey !== undefined) {
+    ok(() => {
+      try {
+        createSecureContext({ cert: readFileSync(tlsCert), key: readFileSync(tlsKey) });
+      } catch (e) {
+        throw new ConfigError(server.key('tls_key'), `does not go with tls_cert ${tlsCert}, or one of them is unusable: ${(e as Error).message}`);
+      }
+    }, undefined);
+  }
   if (server !== undefined && server.has('tls_cert') !== server.has('tls_key')) {
     problem(server.key(server.has('tls_cert') ? 'tls_key' : 'tls_cert'), 'tls_cert and tls_key go together');
   }

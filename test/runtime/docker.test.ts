@@ -60,8 +60,9 @@ describe('Docker daemon registry-mirrors (network namespace, loopback only)', { 
     containerd = await startDaemon('containerd', ['--config', join(d, 'containerd.toml')], join(d, 'containerd.log'), join(d, 'containerd.sock'), 'containerd');
 
     // The generated daemon.json, plus what this sandboxed daemon needs.
-    await run(process.execPath, [BIN, 'config', 'docker', '--mirror-url', mirror.url, '--out', join(work, 'gen'), '--config', join(work, 'mirror.toml')]);
-    const generated = JSON.parse(readFileSync(join(work, 'gen', 'daemon.json'), 'utf8')) as Record<string, unknown>;
+    // As a user would: `regmirror config docker ... > daemon.json` (stdout is exactly the file).
+    const { stdout: daemonJson } = await run(process.execPath, [BIN, 'config', 'docker', '--mirror-url', mirror.url, '--config', join(work, 'mirror.toml')]);
+    const generated = JSON.parse(daemonJson) as Record<string, unknown>;
     assert.deepEqual(generated, { 'registry-mirrors': [mirror.url], 'insecure-registries': [mirror.hostPort] });
     dockerSock = join(d, 'docker.sock');
     writeFileSync(

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfigText, parseDuration, parseSize, parseListen } from '../../src/config/index.ts';
@@ -31,10 +31,16 @@ test('the embedded default: loopback :5000, ./data, Docker Hub default, five reg
   assert.equal(c.server.warmUp, true);
 });
 
-test('mirror.toml.example parses and validates', () => {
-  const c = loadConfig(join(import.meta.dirname, '../../mirror.toml.example'), { GCR_PASSWORD: 'x', REGMIRROR_CI_PASSWORD: 'y' });
+test('mirror.toml.example starts as it is (no variable to set), and its [auth] lines work uncommented', () => {
+  const file = join(import.meta.dirname, '../../mirror.toml.example');
+  const c = loadConfig(file, {});
   assert.ok(c.registries.length >= 1);
-  assert.deepEqual([...(c.auth?.users.get('ci')?.roles ?? [])], ['pull', 'push']);
+  assert.equal(c.auth, undefined);
+  const text = readFileSync(file, 'utf8');
+  const [head, rest] = [text.slice(0, text.indexOf('#[auth]')), text.slice(text.indexOf('#[auth]'))];
+  const uncommented = `${head}${rest.slice(0, rest.indexOf('[uploads]')).replace(/^#(?=[[a-z])/gm, '')}${rest.slice(rest.indexOf('[uploads]'))}`;
+  const withUsers = parseConfigText(uncommented, dir, { REGMIRROR_CI_PASSWORD: 'y' });
+  assert.deepEqual([...(withUsers.auth?.users.get('ci')?.roles ?? [])], ['pull', 'push']);
   assert.equal(c.uploads.abandonAfterMs, 24 * 3600_000);
   assert.equal(c.cache.directIo, true);
   assert.equal(c.server.warmUp, true);
@@ -214,4 +220,19 @@ test('every problem of a file is reported at once, each naming its key, in file 
   });
   // One problem is reported as itself.
   rejects(`${REG}[server]\nbogus = 1\n`, 'server.bogus', /^server\.bogus: unknown key/);
+});
+
+test('endpoints with a path, and PEM files of the wrong kind, are refused naming the key and the fix', () => {
+  rejects(`default_registry = ""\n[[registry]]\nhost = "registry.local:5000"\nendpoint = "http://127.0.0.1:5000/v2/"\n`, 'registry[0].endpoint', /has a path \(\/v2\/\): give the registry's base URL, "http:\/\/127\.0\.0\.1:5000"/);
+  assert.equal(parse(`default_registry = ""\n[[registry]]\nhost = "registry.local:5000"\nendpoint = "http://127.0.0.1:5000/"\n`).registries[0]?.endpoint, 'http://127.0.0.1:5000');
+  const pems = mkdtempSync(join(tmpdir(), 'regmirror-pem-'));
+  const key = join(pems, 'key.pem');
+  const cert = join(pems, 'cert.pem');
+  writeFileSync(key, '-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n');
+  writeFileSync(cert, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+  rejects(`${REG}ca_file = "${key}"\n`, 'registry[0].ca_file', /holds a private key, not a certificate/);
+  rejects(`${REG}client_cert = "${cert}"\nclient_key = "${cert}"\n`, 'registry[0].client_key', /holds a certificate, not a private key/);
+  rejects(`${REG}[server]\ntls_cert = "${key}"\ntls_key = "${key}"\n`, 'server.tls_cert', /holds a private key, not a certificate/);
+  // A pair that is each of the right kind but unusable together names tls_key.
+  rejects(`${REG}[server]\ntls_cert = "${cert}"\ntls_key = "${key}"\n`, 'server.tls_key', /does not go with tls_cert/);
 });
