@@ -232,6 +232,7 @@ function readTimeouts(r: TableReader | undefined, base: TimeoutsConfig): Timeout
     connectMs: r.duration('connect_timeout') ?? base.connectMs,
     headersMs: r.duration('header_timeout') ?? base.headersMs,
     bodyIdleMs: r.duration('body_timeout') ?? base.bodyIdleMs,
+    revalidateMs: r.duration('revalidate_timeout') ?? base.revalidateMs,
   };
 }
 
@@ -494,7 +495,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   ok(() => cache?.done(), undefined);
 
   const upstream = ok(() => root.table_('upstream'), undefined);
-  const timeouts = ok(() => readTimeouts(upstream, { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000 }), { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000 });
+  const timeouts = ok(() => readTimeouts(upstream, { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000, revalidateMs: 2_000 }), { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000, revalidateMs: 2_000 });
   ok(() => upstream?.done(), undefined);
 
   const log = ok(() => root.table_('log'), undefined);

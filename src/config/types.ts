@@ -12,6 +12,11 @@ export interface TimeoutsConfig {
   headersMs: number;
   /** Longest silence between two body chunks. */
   bodyIdleMs: number;
+  /**
+   * How long an expired tag's revalidation may take while a cached copy exists: past it the copy is
+   * served as stale at once and the revalidation goes on in the background.
+   */
+  revalidateMs: number;
 }
 
 /** A credential in one of the three shapes registries accept. Never logged. */

@@ -48,6 +48,8 @@ export class Manifests {
   private readonly bytes: LRUCache<string, Buffer>;
   private readonly manifestFlight = new SingleFlight<ManifestResult>();
   private readonly tagFlight = new SingleFlight<ManifestResult>();
+  /** Tags whose revalidation outlived revalidate_timeout and goes on in the background. */
+  private readonly backgroundRevalidations = new Set<string>();
 
   constructor(
     private readonly ctx: MirrorContext,
@@ -129,7 +131,7 @@ export class Manifests {
         if (up === undefined || ctx.now() - rec.checkedAt < ttl) return answer(cached, rec.digest, 'hit');
         // A revalidation's answer is shared with every waiting request, GETs too: with the bytes.
         const full = cached.bytes === undefined ? await this.local(d, false) : cached;
-        if (full !== undefined) return this.tagFlight.do(key, () => this.revalidate(up, route, tag, rec, full));
+        if (full !== undefined) return this.revalidateWithin(up, route, tag, rec, full, key);
       }
     }
     if (up === undefined) throw ctx.errors.offlineUnknown('MANIFEST_UNKNOWN', route, tag);
@@ -140,6 +142,37 @@ export class Manifests {
       await ctx.meta.putTag(route.localRepo, tag, fetched.digest, ctx.now());
       return { ...fetched, cache: 'miss' as CacheResult };
     });
+  }
+
+  /**
+   * Revalidates an expired tag, waiting at most the registry's revalidate_timeout: past it the
+   * cached copy is answered as stale at once and the revalidation goes on in the background (its
+   * answer updates the tag for the next request); requests arriving meanwhile get the stale copy
+   * without waiting. A slow revalidation counts toward marking the registry down (breaker.ts).
+   */
+  private async revalidateWithin(up: UpstreamClient, route: Route, tag: string, rec: TagRecord, cached: LocalManifest, key: string): Promise<ManifestResult> {
+    if (this.backgroundRevalidations.has(key)) return answer(cached, rec.digest, 'stale');
+    const flight = this.tagFlight.do(key, () => this.revalidate(up, route, tag, rec, cached));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((r) => {
+      timer = setTimeout(r, up.registry.timeouts.revalidateMs, undefined);
+    });
+    try {
+      const first = await Promise.race([flight, late]);
+      if (first !== undefined) return first;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!this.backgroundRevalidations.has(key)) {
+      this.backgroundRevalidations.add(key);
+      up.noteSlow();
+      this.ctx.log.warn({ registry: route.registry, repo: route.upstreamRepo, tag, revalidateTimeoutMs: up.registry.timeouts.revalidateMs }, 'upstream slower than revalidate_timeout; serving cached tag as stale while the revalidation goes on');
+      void flight.then(
+        () => this.backgroundRevalidations.delete(key),
+        () => this.backgroundRevalidations.delete(key),
+      );
+    }
+    return answer(cached, rec.digest, 'stale');
   }
 
   /** One upstream HEAD; same digest refreshes the check time, a new one is fetched, failures serve stale. */

@@ -17,6 +17,7 @@ import type { Logger } from '../log/index.ts';
 import { safeUrl } from '../log/index.ts';
 import { parseChallenges, type Challenge } from './challenge.ts';
 import { TokenCache } from './token-cache.ts';
+import { Breaker } from './breaker.ts';
 import { UpstreamError } from './errors.ts';
 import { guardedConnector } from './paused-end-guard.ts';
 import { credentialProvider, type Credential, type CredentialProvider } from './credentials.ts';
@@ -111,6 +112,8 @@ export class UpstreamClient {
   private readonly bearerFor = new Map<string, { realm: string; service: string; scope: string }>();
   private basicAccepted = false;
   private readonly credentials: CredentialProvider | undefined;
+  /** Marks the registry down after consecutive failures (breaker.ts). */
+  private readonly breaker: Breaker;
 
   constructor(
     readonly registry: RegistryConfig,
@@ -123,6 +126,23 @@ export class UpstreamClient {
     this.agent = agent ?? createRegistryAgent(registry);
     this.origin = new URL(registry.endpoint).origin;
     this.credentials = registry.auth === undefined ? undefined : credentialProvider(registry.auth);
+    this.breaker = new Breaker((down, retryAt, failures) => {
+      if (down) log.warn({ registry: registry.host, failures, retryInMs: retryAt - Date.now() }, `${registry.host} marked down after ${failures} consecutive failures: cached content is served stale at once, the rest fails at once, until one probe succeeds`);
+      else log.info({ registry: registry.host }, `${registry.host} answers again`);
+    });
+  }
+
+  /**
+   * A request that took longer than the caller could wait (a revalidation past revalidate_timeout):
+   * counts toward marking the registry down, as a failure does.
+   */
+  noteSlow(): void {
+    this.breaker.failure();
+  }
+
+  /** Whether the registry is marked down now (the breaker is open). */
+  get down(): boolean {
+    return this.breaker.down;
   }
 
   private async credential(): Promise<Credential | undefined> {
@@ -209,11 +229,37 @@ export class UpstreamClient {
 
   /** Sends one API request with auth and redirects; returns a 2xx response or throws UpstreamError. */
   private async send(method: 'GET' | 'HEAD', repo: string, tail: string, accept: string): Promise<UpstreamResponse> {
+    const gate = this.breaker.admit();
+    if (!gate.ok) {
+      const inS = Math.max(1, Math.ceil((gate.retryAt - Date.now()) / 1000));
+      throw new UpstreamError('unavailable', `${this.registry.host} is marked down after ${gate.failures} consecutive failures; the mirror tries it again in ${inS} s`);
+    }
+    // The breaker learns the first outcome: an answer below 500 (the registry is up), or none / a 5xx.
+    let settled = false;
+    const settle = (up: boolean): void => {
+      if (settled) return;
+      settled = true;
+      if (up) this.breaker.success();
+      else this.breaker.failure();
+    };
+    try {
+      const res = await this.sendOnce(method, repo, tail, accept, settle);
+      settle(true);
+      return res;
+    } catch (e) {
+      settle(!(e instanceof UpstreamError && e.kind === 'unavailable' && e.status === undefined));
+      throw e;
+    }
+  }
+
+  /** send() without the breaker: `answered` is told each answer's status class as it arrives. */
+  private async sendOnce(method: 'GET' | 'HEAD', repo: string, tail: string, accept: string, answered: (up: boolean) => void): Promise<UpstreamResponse> {
     const url = `${this.registry.endpoint}/v2/${repo}/${tail}`;
     const scope = `repository:${repo}:pull`;
     let authorization = await this.cachedAuthorization(scope);
     for (let attempt = 0; ; attempt++) {
       const res = await this.follow(method, url, { accept, 'user-agent': USER_AGENT }, authorization);
+      answered(res.status < 500);
       if (res.status >= 200 && res.status < 300) return res;
       await drain(res.body);
       const answeredBy = new URL(res.url).origin;
@@ -233,6 +279,7 @@ export class UpstreamClient {
       throw this.classify(res.status, res.headers, `${method} ${safeUrl(url)}`);
     }
   }
+
 
   private classify(status: number, headers: UpstreamResponse['headers'], what: string): UpstreamError {
     const host = this.registry.host;
