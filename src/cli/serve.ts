@@ -254,15 +254,18 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const closeListener = async (s: ReturnType<typeof serve>, deadline: number): Promise<void> => {
     const http = s as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
     await new Promise<void>((r) => {
-      s.close(() => r());
-      http.closeIdleConnections?.();
-      // Idle keep-alive connections of clients between two requests are closed as they go idle.
+      // Keep-alive connections are closed as they go idle (between two requests); at the deadline
+      // the rest are cut.
       const idle = setInterval(() => http.closeIdleConnections?.(), 250);
+      const cut = setTimeout(() => http.closeAllConnections?.(), Math.max(deadline - Date.now(), 0));
       idle.unref();
-      setTimeout(() => {
+      cut.unref();
+      s.close(() => {
         clearInterval(idle);
-        http.closeAllConnections?.();
-      }, Math.max(deadline - Date.now(), 0)).unref();
+        clearTimeout(cut);
+        r();
+      });
+      http.closeIdleConnections?.();
     });
   };
 
