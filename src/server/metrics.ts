@@ -156,7 +156,7 @@ export class Metrics {
   readonly upstreamRequests = new FastCounter('regmirror_upstream_requests_total', 'Requests sent to upstream registries, by registry, method, kind and status code (error: no answer)', ['registry', 'method', 'kind', 'code']);
   readonly upstreamDuration = new FastHistogram('regmirror_upstream_request_duration_seconds', 'Time until an upstream answer\'s head arrived, by registry and kind', ['registry', 'kind'], UPSTREAM_BUCKETS);
   readonly fills = new FastCounter('regmirror_fills_total', 'Blob fills that ended, by registry and outcome (stored, failed, relayed: streamed without caching)', ['registry', 'outcome']);
-  readonly evictions = new FastCounter('regmirror_evictions_total', 'Objects removed from the cache, by reason', ['reason']);
+  readonly evictions = new FastCounter('regmirror_evictions_total', 'Images removed from the cache (each with the blobs no kept image shares), by reason', ['reason']);
   readonly evictedBytes = new FastCounter('regmirror_evicted_bytes_total', 'Bytes removed from the cache, by reason', ['reason']);
   private readonly unsubscribe: Array<() => void> = [];
   private readonly lastSuccess = new Map<string, number>();
