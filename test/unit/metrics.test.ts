@@ -93,9 +93,11 @@ test('bytes served by cache result, bytes fetched upstream, fills, upstream requ
   assert.deepEqual(samples(text, 'regmirror_cache_bytes'), ['regmirror_cache_bytes{kind="blob"} 3000', 'regmirror_cache_bytes{kind="manifest"} 400']);
   assert.deepEqual(samples(text, 'regmirror_cache_objects'), ['regmirror_cache_objects{kind="blob"} 3', 'regmirror_cache_objects{kind="manifest"} 2']);
   assert.deepEqual(samples(text, 'regmirror_build_info'), [`regmirror_build_info{version="9.9.9",nodejs="${process.versions.node}"} 1`]);
-  // prom-client's process series come along.
-  assert.match(text, /^process_cpu_seconds_total /m);
-  assert.match(text, /^nodejs_eventloop_lag_seconds /m);
+  // The process series, under prom-client's default names.
+  assert.match(text, /^# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total [\d.e+-]+$/m);
+  assert.match(text, /^process_resident_memory_bytes \d+$/m);
+  assert.match(text, /^nodejs_eventloop_lag_p99_seconds [\d.e+-]+$/m);
+  assert.match(text, /^nodejs_heap_size_used_bytes \d+$/m);
 });
 
 test('the cache size is read at most once per 5 s however often /metrics is scraped; close() unsubscribes', async () => {
