@@ -150,8 +150,7 @@ function sendError(res: ServerResponse, err: RegistryError, head: boolean, extra
 
 /** Builds the hono app. */
 export function createApp(deps: AppDeps): Hono<Env> {
-  const { mirror, log, events } = deps;
-  const routing = deps.routing;
+  const { mirror, routing, log, events } = deps;
   // PatternRouter's expressions behind a literal check (router.ts): the default SmartRouter took
   // 8 µs a match here (its RegExpRouter refuses multi-segment `:name{.+}`, so it falls to the trie).
   const app = new Hono<Env>({ router: new LiteralCheckedRouter() });
