@@ -217,6 +217,45 @@ describe('operations: metrics, health, drain, reload', { timeout: 600_000 }, () 
     }
   });
 
+  test('[server] shutdown_timeout cuts a transfer still running at the deadline, then the process exits', async () => {
+    const dir = mkdtempSync(join(work, 'cut-'));
+    const m = await startMirror(dir, mirrorToml(registryToml(upstream.url)).replace('data_dir = "data"\n', 'data_dir = "data"\nshutdown_timeout = "1s"\n'));
+    try {
+      const transfer = await pausedGet(`${m.url}/v2/${HOST}/team/big/blobs/${bigDigest}`);
+      assert.equal(transfer.res.statusCode, 200);
+      const t = performance.now();
+      process.kill(m.pid, 'SIGTERM');
+      await exitOf(m.pid, 10_000);
+      const took = performance.now() - t;
+      assert.ok(took >= 900 && took < 8_000, `exited ${took.toFixed(0)} ms after SIGTERM (shutdown_timeout 1 s)`);
+      // The held transfer was cut, never completed short.
+      const done = await transfer.finish().then((r) => r, (e: Error) => e);
+      assert.ok(done instanceof Error || done.bytes < big.byteLength, 'the transfer was cut');
+    } finally {
+      await m.stop();
+    }
+  });
+
+  test('[metrics] enabled = false answers /metrics 404; public = true opens it with [auth] on', async () => {
+    const off = await startMirror(mkdtempSync(join(work, 'metrics-off-')), mirrorToml(`[metrics]\nenabled = false\n${registryToml(upstream.url)}`));
+    try {
+      const r = await get(`${off.url}/metrics`);
+      assert.equal(r.status, 404);
+      assert.match(r.body.toString(), /metrics are off: \[metrics\] enabled = false/);
+      assert.equal((await get(`${off.url}/readyz`)).status, 200);
+    } finally {
+      await off.stop();
+    }
+    const open = await startMirror(mkdtempSync(join(work, 'metrics-public-')), mirrorToml(`[metrics]\npublic = true\n[auth]\n[[auth.user]]\nname = "ops"\npassword = "ops-Pw-3"\nroles = ["admin"]\n${registryToml(upstream.url)}`));
+    try {
+      const r = await get(`${open.url}/metrics`);
+      assert.equal(r.status, 200);
+      assert.match(r.body.toString(), /^regmirror_build_info\{/m);
+    } finally {
+      await open.stop();
+    }
+  });
+
   test('SIGHUP: rotated upstream password, a transfer across the reload, a broken file refused, a new [[registry]] routed, /metrics behind [auth]', async () => {
     const dir = mkdtempSync(join(work, 'reload-'));
     const htpasswd = join(dir, 'htpasswd');
