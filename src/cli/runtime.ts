@@ -49,7 +49,9 @@ function upstreamFingerprint(r: RegistryConfig): string {
       return `unreadable:${(e as NodeJS.ErrnoException).code ?? ''}`;
     }
   };
-  return createHash('sha256').update(JSON.stringify(r)).update(file(r.caFile)).update(file(r.clientCert)).update(file(r.clientKey)).digest('hex');
+  const h = createHash('sha256').update(JSON.stringify(r));
+  for (const e of r.endpoints) h.update(file(e.caFile)).update(file(e.clientCert)).update(file(e.clientKey));
+  return h.digest('hex');
 }
 
 export function routingOf(config: Config): RoutingTable {

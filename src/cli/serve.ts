@@ -183,6 +183,13 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   if (/^(0\.0\.0\.0|::)$/.test(addr.address)) {
     log.warn({ listen: listenerAddress }, `listening on every network interface (server.listen = "${formatListen(cfg.server.listen)}"): other machines can pull through this mirror; set server.listen = "127.0.0.1:${addr.port}" to keep it on this machine`);
   }
+  for (const r of cfg.registries) {
+    // The registry's own credential goes to every endpoint that has none of its own: say so when they are different hosts.
+    const hosts = new Set(r.endpoints.filter((e) => r.auth !== undefined && e.auth === r.auth).map((e) => new URL(e.url).hostname));
+    if (hosts.size > 1) {
+      log.warn({ registry: r.host, endpoints: [...hosts] }, `the credential of [[registry]] ${r.host} (${r.auth?.configKey ?? ''}) is sent to each of its endpoints: ${[...hosts].join(', ')}; give an endpoint its own credential in a [[registry.endpoints]] table if it should not get this one`);
+    }
+  }
   if (cfg.auth !== undefined && cfg.server.externalUrl === undefined && /^(0\.0\.0\.0|::)$/.test(addr.address)) {
     log.warn({ listen: listenerAddress }, 'listening on every address with [auth] on but no [server] external_url: token realms name the wildcard address, which remote clients cannot reach; set external_url');
   }

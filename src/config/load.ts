@@ -11,7 +11,7 @@ import TOML from '@iarna/toml';
 import { parseDuration, parseSize } from './units.ts';
 import { canonicalRegistryHost, DOCKER_HUB, DOCKER_HUB_ENDPOINT } from './docker-hub.ts';
 import { ROLES, type AuthConfig, type AuthUser, type Role } from './types.ts';
-import type { Config, CredentialConfig, ListenAddress, LogLevel, NamespaceConfig, RegistryConfig, TimeoutsConfig } from './types.ts';
+import type { Config, CredentialConfig, ListenAddress, LogLevel, NamespaceConfig, RegistryConfig, RetryConfig, TimeoutsConfig, UpstreamEndpoint } from './types.ts';
 import { readDockerConfig } from './docker-config.ts';
 import { buildRoutingTable, referenceOf, routeImage } from '../routing/route.ts';
 
@@ -94,6 +94,23 @@ class TableReader {
     const bytes = typeof v === 'string' ? parseSize(v) : undefined;
     if (bytes === undefined) throw new ConfigError(this.key(name), `${describe(v)} is not a size: use e.g. "512MiB", "50GiB"`);
     return bytes;
+  }
+
+  /** A whole number within [min, max]. */
+  integer(name: string, min: number, max: number): number | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new ConfigError(this.key(name), `expected a whole number from ${min} to ${max}, got ${describe(v)}`);
+    return v;
+  }
+
+  /** An array of strings, or an array of tables (`[[<table>.<name>]]`); never the two mixed. */
+  stringsOrTables(name: string): string[] | TableReader[] | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
+    if (Array.isArray(v) && v.length > 0 && v.every(isTable)) return this.tables(name);
+    throw new ConfigError(this.key(name), `expected an array of URLs (["https://a", "https://b"]) or of tables ([[${this.key(name).replace(/\[\d+\]/g, '')}]] with url = ...), got ${describe(v)}`);
   }
 
   /** An array of strings. */
@@ -185,25 +202,89 @@ export function formatListen(l: ListenAddress): string {
 
 const REGISTRY_HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d{1,5})?$/;
 
-function readEndpoint(r: TableReader, host: string): string {
-  const raw = r.string('endpoint') ?? (host === DOCKER_HUB ? DOCKER_HUB_ENDPOINT : `https://${host}`);
+/** An endpoint URL checked: http(s), no credentials, query, fragment or path; returned as its origin. */
+function endpointUrl(key: string, raw: string): string {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError(r.key('endpoint'), `"${raw}" is not a URL (e.g. "https://gcr.io")`);
+    throw new ConfigError(key, `"${raw}" is not a URL (e.g. "https://gcr.io")`);
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new ConfigError(r.key('endpoint'), `scheme ${url.protocol} is not supported: use https:// (or http:// for a plain-HTTP registry)`);
+    throw new ConfigError(key, `scheme ${url.protocol} is not supported: use https:// (or http:// for a plain-HTTP registry)`);
   }
   if (url.username !== '' || url.password !== '') {
-    throw new ConfigError(r.key('endpoint'), 'must not carry credentials: use username / password_env / password_file');
+    throw new ConfigError(key, 'must not carry credentials: use username / password_env / password_file');
   }
-  if (url.search !== '' || url.hash !== '') throw new ConfigError(r.key('endpoint'), 'must not have a query or fragment');
+  if (url.search !== '' || url.hash !== '') throw new ConfigError(key, 'must not have a query or fragment');
   if (url.pathname !== '/' && url.pathname !== '') {
-    throw new ConfigError(r.key('endpoint'), `"${raw}" has a path (${url.pathname}): give the registry's base URL, "${url.origin}"; the mirror adds /v2/... itself`);
+    throw new ConfigError(key, `"${raw}" has a path (${url.pathname}): give the registry's base URL, "${url.origin}"; the mirror adds /v2/... itself`);
   }
   return url.origin;
+}
+
+/** A registry's or endpoint's credential and trust keys. */
+function readTrust(r: TableReader, host: string, env: NodeJS.ProcessEnv): Omit<UpstreamEndpoint, 'url' | 'insecureSkipVerify'> & { insecureSkipVerify?: boolean } {
+  const out: Omit<UpstreamEndpoint, 'url' | 'insecureSkipVerify'> & { insecureSkipVerify?: boolean } = {};
+  const auth = readCredentials(r, host, env);
+  const caFile = pemFile(r, 'ca_file', 'certificate');
+  const clientCert = pemFile(r, 'client_cert', 'certificate');
+  const clientKey = pemFile(r, 'client_key', 'key');
+  if ((clientCert === undefined) !== (clientKey === undefined)) {
+    throw new ConfigError(r.key(clientCert === undefined ? 'client_cert' : 'client_key'), 'client_cert and client_key go together');
+  }
+  const insecureSkipVerify = r.bool('insecure_skip_verify');
+  if (auth !== undefined) out.auth = auth;
+  if (caFile !== undefined) out.caFile = caFile;
+  if (clientCert !== undefined && clientKey !== undefined) {
+    out.clientCert = clientCert;
+    out.clientKey = clientKey;
+  }
+  if (insecureSkipVerify !== undefined) out.insecureSkipVerify = insecureSkipVerify;
+  return out;
+}
+
+/**
+ * `endpoint = "..."` (one) or `endpoints = ["https://a", "https://b"]`, or `[[registry.endpoints]]`
+ * tables with `url` and their own credential and trust keys; an endpoint without them uses the
+ * registry's (`base`).
+ */
+function readEndpoints(r: TableReader, host: string, base: UpstreamEndpoint, env: NodeJS.ProcessEnv): UpstreamEndpoint[] {
+  const one = r.string('endpoint');
+  const many = r.stringsOrTables('endpoints');
+  if (one !== undefined && many !== undefined) throw new ConfigError(r.key('endpoints'), 'give endpoint (one URL) or endpoints (a list), not both');
+  if (many === undefined) {
+    const raw = one ?? (host === DOCKER_HUB ? DOCKER_HUB_ENDPOINT : `https://${host}`);
+    return [{ ...base, url: endpointUrl(r.key('endpoint'), raw) }];
+  }
+  if (many.length === 0) throw new ConfigError(r.key('endpoints'), 'must list at least one URL (or leave it out for the registry\'s own, https://<host>)');
+  const out = many.map((e, i): UpstreamEndpoint => {
+    if (typeof e === 'string') return { ...base, url: endpointUrl(`${r.key('endpoints')}[${i}]`, e) };
+    const raw = e.string('url');
+    if (raw === undefined) throw new ConfigError(e.key('url'), 'is required (the endpoint\'s base URL, e.g. "https://mirror.gcr.io")');
+    const url = endpointUrl(e.key('url'), raw);
+    const own = readTrust(e, host, env);
+    e.done();
+    const ep: UpstreamEndpoint = { ...base, ...own, url };
+    // A credential source of its own replaces the registry's, whatever its kind.
+    if (own.auth === undefined && base.auth !== undefined) ep.auth = base.auth;
+    return ep;
+  });
+  const seen = new Set<string>();
+  out.forEach((e, i) => {
+    if (seen.has(e.url)) throw new ConfigError(`${r.key('endpoints')}[${i}]`, `${e.url} is listed twice`);
+    seen.add(e.url);
+  });
+  return out;
+}
+
+function readRetry(r: TableReader | undefined, base: RetryConfig): RetryConfig {
+  if (r === undefined) return base;
+  return {
+    retries: r.integer('retries', 0, 10) ?? base.retries,
+    retryBudgetMs: r.duration('retry_budget') ?? base.retryBudgetMs,
+    resumeAttempts: r.integer('resume_attempts', 0, 100) ?? base.resumeAttempts,
+  };
 }
 
 /**
@@ -260,31 +341,25 @@ function pemFile(r: TableReader, name: string, kind: 'certificate' | 'key'): str
   return path;
 }
 
-function readRegistry(r: TableReader, defaults: { tagTtlMs: number; timeouts: TimeoutsConfig; offline: boolean }, env: NodeJS.ProcessEnv): RegistryConfig {
+function readRegistry(r: TableReader, defaults: { tagTtlMs: number; timeouts: TimeoutsConfig; retry: RetryConfig; offline: boolean }, env: NodeJS.ProcessEnv): RegistryConfig {
   const rawHost = r.string('host');
   if (rawHost === undefined) throw new ConfigError(r.key('host'), 'is required (the registry name clients use, e.g. "gcr.io")');
   if (!REGISTRY_HOST.test(rawHost)) throw new ConfigError(r.key('host'), `"${rawHost}" is not a registry host name (e.g. "gcr.io", "registry.local:5000")`);
   const host = canonicalRegistryHost(rawHost);
-  const endpoint = readEndpoint(r, host);
   const tagTtlMs = r.duration('tag_ttl') ?? defaults.tagTtlMs;
   const offline = r.bool('offline') ?? defaults.offline;
   const timeouts = readTimeouts(r, defaults.timeouts);
-
-  const auth = readCredentials(r, host, env);
-  const caFile = pemFile(r, 'ca_file', 'certificate');
-  const clientCert = pemFile(r, 'client_cert', 'certificate');
-  const clientKey = pemFile(r, 'client_key', 'key');
-  if ((clientCert === undefined) !== (clientKey === undefined)) {
-    throw new ConfigError(r.key(clientCert === undefined ? 'client_cert' : 'client_key'), 'client_cert and client_key go together');
-  }
-  const insecureSkipVerify = r.bool('insecure_skip_verify') ?? false;
+  const retry = readRetry(r, defaults.retry);
+  const trust = readTrust(r, host, env);
+  const shared: UpstreamEndpoint = { url: '', ...trust, insecureSkipVerify: trust.insecureSkipVerify ?? false };
+  const endpoints = readEndpoints(r, host, shared, env);
   r.done();
-  const reg: RegistryConfig = { host, endpoint, tagTtlMs, offline, timeouts, insecureSkipVerify };
-  if (auth !== undefined) reg.auth = auth;
-  if (caFile !== undefined) reg.caFile = caFile;
-  if (clientCert !== undefined && clientKey !== undefined) {
-    reg.clientCert = clientCert;
-    reg.clientKey = clientKey;
+  const reg: RegistryConfig = { host, endpoint: endpoints[0]?.url ?? '', endpoints, tagTtlMs, offline, timeouts, retry, insecureSkipVerify: shared.insecureSkipVerify };
+  if (trust.auth !== undefined) reg.auth = trust.auth;
+  if (trust.caFile !== undefined) reg.caFile = trust.caFile;
+  if (trust.clientCert !== undefined && trust.clientKey !== undefined) {
+    reg.clientCert = trust.clientCert;
+    reg.clientKey = trust.clientKey;
   }
   return reg;
 }
@@ -496,6 +571,8 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
 
   const upstream = ok(() => root.table_('upstream'), undefined);
   const timeouts = ok(() => readTimeouts(upstream, { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000, revalidateMs: 2_000 }), { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000, revalidateMs: 2_000 });
+  const retryDefaults: RetryConfig = { retries: 2, retryBudgetMs: 10_000, resumeAttempts: 5 };
+  const retry = ok(() => readRetry(upstream, retryDefaults), retryDefaults);
   ok(() => upstream?.done(), undefined);
 
   const log = ok(() => root.table_('log'), undefined);
@@ -528,7 +605,7 @@ export function validateConfig(doc: Table, baseDir: string, env: NodeJS.ProcessE
   ok(() => uploadsTable?.done(), undefined);
 
   const registries = ok(() => root.tables('registry'), []).flatMap((r) => {
-    const reg = ok(() => readRegistry(r, { tagTtlMs, timeouts, offline }, env), undefined);
+    const reg = ok(() => readRegistry(r, { tagTtlMs, timeouts, retry, offline }, env), undefined);
     return reg === undefined ? [] : [reg];
   });
   const hosts = new Set<string>();

@@ -19,6 +19,19 @@ export interface TimeoutsConfig {
   revalidateMs: number;
 }
 
+/** How hard the mirror tries an upstream before a request fails (issue 19 items 2 and 3). */
+export interface RetryConfig {
+  /**
+   * Extra rounds over the registry's endpoints after every endpoint failed with no answer, a 5xx
+   * or a 429; with exponential backoff and full jitter between rounds (Retry-After honoured).
+   */
+  retries: number;
+  /** No further round starts when it would begin this long after the first attempt. */
+  retryBudgetMs: number;
+  /** How often one blob download that was cut may be resumed with `Range: bytes=N-` (0: never). */
+  resumeAttempts: number;
+}
+
 /** A credential in one of the three shapes registries accept. Never logged. */
 export type Credential =
   | { kind: 'basic'; username: string; password: string }
@@ -34,14 +47,31 @@ export type CredentialConfig =
   | { source: 'static'; configKey: string; credential: Credential }
   | { source: 'helper'; configKey: string; helper: string; serverUrl: string };
 
+/**
+ * One base URL of a registry (`endpoint`, or each of `endpoints`), with the credential and trust
+ * used there: its own where its table gives them, else the registry's.
+ */
+export interface UpstreamEndpoint {
+  /** Base URL, no trailing slash, e.g. "https://mirror.gcr.io". */
+  url: string;
+  auth?: CredentialConfig;
+  caFile?: string;
+  clientCert?: string;
+  clientKey?: string;
+  insecureSkipVerify: boolean;
+}
+
 export interface RegistryConfig {
   /** The name clients use (canonical: Docker Hub is always "docker.io"). */
   host: string;
-  /** Base URL fetched from, no trailing slash, e.g. "https://registry-1.docker.io". */
+  /** The first endpoint's base URL (what provenance and messages name when one is meant). */
   endpoint: string;
+  /** Tried in order: the next on no answer, a 5xx or a 429 (at least one). */
+  endpoints: UpstreamEndpoint[];
   tagTtlMs: number;
   offline: boolean;
   timeouts: TimeoutsConfig;
+  retry: RetryConfig;
   auth?: CredentialConfig;
   /** PEM CA bundle added to the system roots. */
   caFile?: string;

@@ -6,6 +6,7 @@
  * as a fill's readers). A range is served by reading the whole body and sending only its part.
  */
 import type { Readable, Writable } from 'node:stream';
+import type { BlobBody } from '../upstream/index.ts';
 import type { Digest } from '../oci/index.ts';
 import { BlobVerifyError, ChunkSink, ContentCheck } from '../store/index.ts';
 import type { BlobResult } from './types.ts';
@@ -21,7 +22,7 @@ export class RelayBlob implements BlobResult {
   constructor(
     private readonly d: Digest,
     readonly size: number | undefined,
-    private readonly body: Readable,
+    private readonly body: BlobBody,
     private readonly onBytes: (n: number) => void,
   ) {}
 

@@ -229,7 +229,7 @@ export class Manifests {
       mediaType,
       size: res.body.byteLength,
       source: 'upstream' as const,
-      sourceUrl: up.registry.endpoint,
+      sourceUrl: res.endpoint,
       ...(res.digestHeader === undefined ? {} : { upstreamDigest: res.digestHeader }),
     };
     await ctx.meta.putManifest(manifestEntry(route.localRepo, digest, res.body, source), ctx.now());

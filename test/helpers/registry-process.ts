@@ -35,13 +35,15 @@ export interface RegistryOptions {
   tls?: boolean;
   /** Storage root (default dir/storage); several registries may serve one. */
   storageDir?: string;
+  /** Port to listen on (default: a free one); a registry restarted on its old port. */
+  port?: number;
 }
 
 /** Starts docker-registry; ready once its port accepts connections. */
 export async function startRegistry(dir: string, opts: RegistryOptions = {}): Promise<RegistryProcess> {
   const extraYaml = opts.extraYaml ?? '';
   mkdirSync(dir, { recursive: true });
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const config = join(dir, 'config.yml');
   writeFileSync(
     config,
