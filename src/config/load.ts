@@ -265,10 +265,8 @@ function readEndpoints(r: TableReader, host: string, base: UpstreamEndpoint, env
     const url = endpointUrl(e.key('url'), raw);
     const own = readTrust(e, host, env);
     e.done();
-    const ep: UpstreamEndpoint = { ...base, ...own, url };
-    // A credential source of its own replaces the registry's, whatever its kind.
-    if (own.auth === undefined && base.auth !== undefined) ep.auth = base.auth;
-    return ep;
+    // A credential or trust key of its own replaces the registry's (a credential whatever its kind).
+    return { ...base, ...own, url };
   });
   const seen = new Set<string>();
   out.forEach((e, i) => {
@@ -354,13 +352,8 @@ function readRegistry(r: TableReader, defaults: { tagTtlMs: number; timeouts: Ti
   const shared: UpstreamEndpoint = { url: '', ...trust, insecureSkipVerify: trust.insecureSkipVerify ?? false };
   const endpoints = readEndpoints(r, host, shared, env);
   r.done();
-  const reg: RegistryConfig = { host, endpoint: endpoints[0]?.url ?? '', endpoints, tagTtlMs, offline, timeouts, retry, insecureSkipVerify: shared.insecureSkipVerify };
+  const reg: RegistryConfig = { host, endpoint: endpoints[0]?.url ?? '', endpoints, tagTtlMs, offline, timeouts, retry };
   if (trust.auth !== undefined) reg.auth = trust.auth;
-  if (trust.caFile !== undefined) reg.caFile = trust.caFile;
-  if (trust.clientCert !== undefined && trust.clientKey !== undefined) {
-    reg.clientCert = trust.clientCert;
-    reg.clientKey = trust.clientKey;
-  }
   return reg;
 }
 

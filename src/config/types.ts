@@ -72,12 +72,8 @@ export interface RegistryConfig {
   offline: boolean;
   timeouts: TimeoutsConfig;
   retry: RetryConfig;
+  /** The registry-level credential (each endpoint carries the one it uses; this names the key in hints). */
   auth?: CredentialConfig;
-  /** PEM CA bundle added to the system roots. */
-  caFile?: string;
-  clientCert?: string;
-  clientKey?: string;
-  insecureSkipVerify: boolean;
 }
 
 export interface NamespaceConfig {

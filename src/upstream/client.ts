@@ -108,8 +108,6 @@ class Endpoint {
     readonly cfg: UpstreamEndpoint,
     timeouts: TimeoutsConfig,
     agent: Dispatcher | undefined,
-    /** The agent was given by the caller (a test's MockAgent), not made here. */
-    readonly sharedAgent: boolean,
     onBreaker: (down: boolean, retryAt: number, failures: number) => void,
   ) {
     this.origin = new URL(cfg.url).origin;
@@ -182,7 +180,7 @@ export class UpstreamClient {
     const many = registry.endpoints.length > 1;
     this.endpoints = registry.endpoints.map((cfg) => {
       const name = many ? `${registry.host} endpoint ${cfg.url}` : registry.host;
-      return new Endpoint(cfg, registry.timeouts, agent, agent !== undefined, (down, retryAt, failures) => {
+      return new Endpoint(cfg, registry.timeouts, agent, (down, retryAt, failures) => {
         const fields = { registry: registry.host, ...(many ? { endpoint: cfg.url } : {}) };
         if (down) log.warn({ ...fields, failures, retryInMs: retryAt - Date.now() }, many ? `${name} marked down after ${failures} consecutive failures: requests go to the registry's other endpoints until one probe succeeds` : `${name} marked down after ${failures} consecutive failures: cached content is served stale at once, the rest fails at once, until one probe succeeds`);
         else log.info(fields, `${name} answers again`);
@@ -660,7 +658,7 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
-    const shared = this.endpoints.find((e) => e.sharedAgent);
-    await Promise.all([...(shared === undefined ? [] : [shared.agent.close()]), ...this.endpoints.filter((e) => !e.sharedAgent).map((e) => e.agent.close())]);
+    // One agent per endpoint, or the one a test passed for all of them: each closed once.
+    await Promise.all([...new Set(this.endpoints.map((e) => e.agent))].map((a) => a.close()));
   }
 }
