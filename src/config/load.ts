@@ -278,11 +278,11 @@ function readEndpoints(r: TableReader, host: string, base: UpstreamEndpoint, env
 
 function readRetry(r: TableReader | undefined, base: RetryConfig): RetryConfig {
   if (r === undefined) return base;
-  return {
-    retries: r.integer('retries', 0, 10) ?? base.retries,
-    retryBudgetMs: r.duration('retry_budget') ?? base.retryBudgetMs,
-    resumeAttempts: r.integer('resume_attempts', 0, 100) ?? base.resumeAttempts,
-  };
+  return fields<RetryConfig>({
+    retries: () => r.integer('retries', 0, 10) ?? base.retries,
+    retryBudgetMs: () => r.duration('retry_budget') ?? base.retryBudgetMs,
+    resumeAttempts: () => r.integer('resume_attempts', 0, 100) ?? base.resumeAttempts,
+  });
 }
 
 /**
@@ -305,14 +305,33 @@ function readExternalUrl(r: TableReader | undefined): string | undefined {
   return url.origin;
 }
 
+/**
+ * Reads each field of a settings group, every one even when another failed (so a bad value is not
+ * followed by its neighbours reported as unknown keys), then throws all the problems in one error.
+ */
+function fields<T extends object>(readers: { [K in keyof T]: () => T[K] }): T {
+  const problems: ConfigError[] = [];
+  const out: Partial<T> = {};
+  for (const k of Object.keys(readers) as Array<keyof T>) {
+    try {
+      out[k] = readers[k]();
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      problems.push(...e.problems);
+    }
+  }
+  if (problems.length > 0) throw ConfigError.all(problems);
+  return out as T;
+}
+
 function readTimeouts(r: TableReader | undefined, base: TimeoutsConfig): TimeoutsConfig {
   if (r === undefined) return base;
-  return {
-    connectMs: r.duration('connect_timeout') ?? base.connectMs,
-    headersMs: r.duration('header_timeout') ?? base.headersMs,
-    bodyIdleMs: r.duration('body_timeout') ?? base.bodyIdleMs,
-    revalidateMs: r.duration('revalidate_timeout') ?? base.revalidateMs,
-  };
+  return fields<TimeoutsConfig>({
+    connectMs: () => r.duration('connect_timeout') ?? base.connectMs,
+    headersMs: () => r.duration('header_timeout') ?? base.headersMs,
+    bodyIdleMs: () => r.duration('body_timeout') ?? base.bodyIdleMs,
+    revalidateMs: () => r.duration('revalidate_timeout') ?? base.revalidateMs,
+  });
 }
 
 /**

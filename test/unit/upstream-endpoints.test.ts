@@ -80,6 +80,13 @@ test('endpoint / endpoints in the config: strings, tables with their own credent
   refused('retries = 11', 'registry[0].retries', /whole number from 0 to 10/);
   refused('resume_attempts = -1', 'registry[0].resume_attempts', /whole number from 0 to 100/);
   refused('retry_budget = "soon"', 'registry[0].retry_budget', /not a duration/);
+  // Bad neighbours are each named for what is wrong with them, none as an unknown key.
+  assert.throws(() => parseConfigText('default_registry = ""\n[upstream]\nretries = 20\nresume_attempts = "5"\nconnect_timeout = "x"\nheader_timeout = "y"\n', dir), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.deepEqual(e.problems.map((p) => p.keyPath), ['upstream.connect_timeout', 'upstream.header_timeout', 'upstream.retries', 'upstream.resume_attempts']);
+    assert.ok(e.problems.every((p) => !/unknown key/.test(p.message)), e.message);
+    return true;
+  });
 });
 
 test('Retry-After in seconds or as a date; backoff doubles with jitter and is capped', () => {
